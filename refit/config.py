@@ -1,0 +1,214 @@
+"""Run configuration: a YAML file validated by pydantic, with command-line flags on top.
+
+The YAML mirrors these models one to one. Unknown keys are errors (a typo must not silently
+fall back to a default), and every validation error names the key path and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from refit.errors import ConfigError
+
+Structure = Literal["scored_pairs", "pairs", "triplets"]
+STRUCTURES: tuple[str, ...] = ("scored_pairs", "pairs", "triplets")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Strict):
+    """One data set: a file, a directory or a glob, local or any fsspec URL.
+
+    ``columns`` maps refit's column names (sentence1, sentence2, score, anchor, positive,
+    negative) to the names in the file; columns are found by name, never by position.
+    """
+
+    path: str
+    name: str | None = None
+    format: Literal["csv", "tsv", "jsonl", "parquet"] | None = None
+    delimiter: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    structure: Structure | None = None
+    score_range: tuple[float, float] = (0.0, 1.0)
+    # For an evaluation set: which data it measures, the new delivery or the original data.
+    covers: Literal["new", "original"] = "new"
+
+    @field_validator("columns")
+    @classmethod
+    def _known_targets(cls, columns: dict[str, str]) -> dict[str, str]:
+        known = {"sentence1", "sentence2", "score", "anchor", "positive", "negative"}
+        unknown = sorted(set(columns) - known)
+        if unknown:
+            raise ValueError(
+                f"columns maps unknown names {unknown}; the keys must be refit's names "
+                f"{sorted(known)} and the values the names in your file"
+            )
+        return columns
+
+    @field_validator("score_range")
+    @classmethod
+    def _ordered(cls, rng: tuple[float, float]) -> tuple[float, float]:
+        if not rng[0] < rng[1]:
+            raise ValueError(f"score_range {list(rng)} must be [low, high] with low < high")
+        return rng
+
+
+class RetrievalSpec(Strict):
+    """A retrieval evaluation set in BEIR layout: queries, corpus and relevance judgements."""
+
+    name: str | None = None
+    queries: str
+    corpus: str
+    qrels: str
+    covers: Literal["new", "original"] = "new"
+
+
+class ReplayConfig(Strict):
+    # A fraction of the new data's rows (0 < size < 1) or a row count (size >= 1); 0 disables.
+    size: float = 0.2
+    seed: int = 42
+
+    @field_validator("size")
+    @classmethod
+    def _non_negative(cls, size: float) -> float:
+        if size < 0:
+            raise ValueError("replay size must be 0 (off), a fraction below 1, or a row count")
+        return size
+
+
+class TrainingConfig(Strict):
+    learning_rate: float | None = None  # None: half the champion's recorded rate, else 2e-5
+    epochs: float = 1.0
+    batch_size: int = Field(32, ge=2)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    max_seq_length: int | None = Field(None, ge=8)
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0)
+    checkpoint_steps: int = Field(200, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    losses: dict[Structure, str] = Field(default_factory=dict)
+    seed: int = 42
+    timeout_s: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+
+
+class EvaluationConfig(Strict):
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    batch_size: int = Field(64, ge=1)
+    max_seq_length: int | None = Field(None, ge=8)
+
+
+class GateCheck(Strict):
+    """One rule on one metric of one evaluation set. ``eval_set: "*"`` means every set."""
+
+    eval_set: str
+    metric: str = "primary"
+    min: float | None = None
+    max_drop: float | None = Field(None, ge=0.0)
+    min_gain: float | None = None
+
+    @model_validator(mode="after")
+    def _one_rule_at_least(self) -> GateCheck:
+        if self.max_drop is not None and self.min_gain is not None:
+            raise ValueError("a gate check takes max_drop or min_gain, not both")
+        if self.min is None and self.max_drop is None and self.min_gain is None:
+            raise ValueError(
+                f"gate check on {self.eval_set}/{self.metric} has no rule: "
+                "give min, max_drop or min_gain"
+            )
+        return self
+
+
+DEFAULT_GATE = (GateCheck(eval_set="*", metric="primary", max_drop=0.01),)
+
+
+class RefitConfig(Strict):
+    model: str | None = None
+    registry: str = "./.refit/registry"
+    from_version: int | None = Field(None, ge=1)
+    new_data: list[DataSpec] = Field(default_factory=list)
+    original_data: list[DataSpec] = Field(default_factory=list)
+    eval_data: list[DataSpec | RetrievalSpec] = Field(default_factory=list)
+    replay: ReplayConfig = ReplayConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    # None (the key left out) means the default gate; an empty list means promote nothing.
+    gate: list[GateCheck] | None = None
+    # Opt-in for checkpoints that would import code outside sentence-transformers.
+    trust_remote_code: bool = False
+    # How long a run waits for another run on the same registry to finish before giving up.
+    lock_timeout_s: float = Field(0.0, ge=0.0)
+
+    @field_validator("new_data", "original_data", mode="before")
+    @classmethod
+    def _paths_as_specs(cls, value: Any) -> Any:
+        return [_as_spec(v) for v in _as_list(value)]
+
+    @field_validator("eval_data", mode="before")
+    @classmethod
+    def _eval_specs(cls, value: Any) -> Any:
+        return [_as_spec(v) for v in _as_list(value)]
+
+    @property
+    def gate_checks(self) -> tuple[GateCheck, ...]:
+        return DEFAULT_GATE if self.gate is None else tuple(self.gate)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _as_spec(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RefitConfig:
+    """Read ``path`` (optional), apply ``overrides`` (flags; None values are ignored), validate."""
+    raw: dict[str, Any] = {}
+    source = "command-line flags"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the config file ({exc.strerror})",
+                file=source,
+                fix="pass an existing YAML file to --config",
+            ) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"not valid YAML: {exc}", file=source, fix="correct the YAML syntax"
+            ) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(
+                "the top level must be a mapping of keys such as new_data, training, gate",
+                file=source,
+                fix="see the configuration section of the README",
+            )
+        raw = loaded or {}
+    for key, value in (overrides or {}).items():
+        if value is not None and value != []:
+            raw[key] = value
+    try:
+        return RefitConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration: {problems}",
+            file=source,
+            fix="correct these keys (the README lists every key with its default)",
+        ) from exc

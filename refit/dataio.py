@@ -1,0 +1,397 @@
+"""Reading data files: CSV, TSV, JSONL and Parquet, local or through any fsspec URL.
+
+Files are read in record batches with pyarrow so that memory stays bounded by the batch size.
+Every batch carries a ``__row`` column with the 1-based data row number in its file (the header
+is not counted), so that any later error can point at the row. Text columns are read as
+strings, never inferred: "NA", "null" or "1e5" in a text column stay text.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from refit.config import DataSpec
+from refit.errors import DataError
+
+ROW = "__row"
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+BATCH_ROWS = 65_536
+
+# Other names a column is commonly given; a name refit knows is always taken first.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "sentence1": ("sentence1", "sentence_1", "text1", "s1"),
+    "sentence2": ("sentence2", "sentence_2", "text2", "s2"),
+    "score": ("score", "label", "similarity"),
+    "anchor": ("anchor", "query", "question"),
+    "positive": ("positive", "pos", "document", "passage", "answer"),
+    "negative": ("negative", "neg", "hard_negative"),
+}
+STRUCTURE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "scored_pairs": ("sentence1", "sentence2", "score"),
+    "triplets": ("anchor", "positive", "negative"),
+    "pairs": ("anchor", "positive"),
+}
+TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "scored_pairs": ("sentence1", "sentence2"),
+    "triplets": ("anchor", "positive", "negative"),
+    "pairs": ("anchor", "positive"),
+}
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One concrete file of a data set, with the format it will be read as."""
+
+    uri: str
+    format: str
+
+
+def expand(spec: DataSpec) -> list[FileRef]:
+    """Resolve a file, a directory or a glob into a sorted list of data files."""
+    try:
+        fs, root = url_to_fs(spec.path)
+    except (ValueError, ImportError) as exc:
+        raise DataError(
+            f"cannot open this location ({exc})",
+            file=spec.path,
+            fix="give a local path or an fsspec URL whose filesystem package is installed",
+        ) from exc
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+    def to_uri(p: str) -> str:
+        return p if protocol in ("file", "local") else f"{protocol}://{p}"
+
+    if any(ch in spec.path for ch in "*?["):
+        paths = sorted(fs.glob(root))
+    elif fs.isdir(root):
+        paths = sorted(p for p in fs.find(root) if _suffix(p) in FORMATS)
+    elif fs.exists(root):
+        paths = [root]
+    else:
+        raise DataError(
+            "no such file or directory",
+            file=spec.path,
+            fix="check the path; a directory or a glob such as 'data/*.csv' also works",
+        )
+    files = []
+    for p in paths:
+        if fs.isdir(p):
+            continue
+        files.append(FileRef(to_uri(p), spec.format or _format_of(p)))
+    if not files:
+        raise DataError(
+            "matches no data files (.csv, .tsv, .jsonl, .parquet)",
+            file=spec.path,
+            fix="point at the files themselves or set format: in the data spec",
+        )
+    return files
+
+
+def _suffix(path: str) -> str:
+    name = path.rsplit("/", 1)[-1].lower()
+    for ext in (".gz", ".bz2", ".zst", ".xz"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return "." + name.rsplit(".", 1)[-1] if "." in name else ""
+
+
+def _format_of(path: str) -> str:
+    fmt = FORMATS.get(_suffix(path))
+    if fmt is None:
+        raise DataError(
+            f"unknown file type '{_suffix(path) or '(none)'}'",
+            file=path,
+            fix="use .csv, .tsv, .jsonl or .parquet, or set format: in the data spec",
+        )
+    return fmt
+
+
+def content_hash(uri: str) -> str:
+    """sha256 of the file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with fsspec.open(uri, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_columns(ref: FileRef, spec: DataSpec) -> list[str]:
+    """The column names of a file, without reading its rows."""
+    if ref.format == "parquet":
+        with fsspec.open(ref.uri, "rb") as fh:
+            return list(pq.ParquetFile(fh).schema_arrow.names)
+    if ref.format == "jsonl":
+        for batch in iter_batches(ref, spec, batch_rows=1):
+            return [n for n in batch.schema.names if n != ROW]
+        return []
+    return _csv_header(ref, spec)[0]
+
+
+def iter_batches(
+    ref: FileRef, spec: DataSpec, batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """Yield the file's rows in batches, each with a ``__row`` column of 1-based row numbers."""
+    reader = {"parquet": _parquet_batches, "jsonl": _jsonl_batches}.get(ref.format, _csv_batches)
+    start = 1
+    for batch in reader(ref, spec, batch_rows):
+        rows = pa.array(range(start, start + batch.num_rows), type=pa.int64())
+        start += batch.num_rows
+        yield batch.append_column(ROW, rows)
+
+
+def _delimiter(ref: FileRef, spec: DataSpec) -> str:
+    return spec.delimiter or ("\t" if ref.format == "tsv" else ",")
+
+
+def _csv_header(ref: FileRef, spec: DataSpec) -> tuple[list[str], str]:
+    delimiter = _delimiter(ref, spec)
+    with fsspec.open(ref.uri, "rb", compression="infer") as fh:
+        first = fh.readline(1 << 20)
+    if not first.strip():
+        raise DataError(
+            "the file is empty (no header row)",
+            file=ref.uri,
+            fix="write a header row with the column names, then one row per example",
+        )
+    try:
+        line = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            "the header row is not valid UTF-8",
+            file=ref.uri,
+            rows=[],
+            fix="re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
+        ) from exc
+    if ref.format == "tsv" or spec.delimiter == "\t":
+        names = line.split(delimiter)
+    else:
+        names = next(csv.reader([line], delimiter=delimiter))
+    if len(names) == 1:
+        for other in ("\t", ",", ";", "|"):
+            if other != delimiter and other in line:
+                shown = {"\t": "\\t"}.get(other, other)
+                raise DataError(
+                    f"the header has one column but contains '{shown}': the file looks "
+                    f"'{shown}'-separated, not '{delimiter}'-separated",
+                    file=ref.uri,
+                    fix=f'set delimiter: "{shown}" in the data spec'
+                    + (" or name the file .tsv" if other == "\t" else ""),
+                )
+    names = [n.strip() for n in names]
+    return names, delimiter
+
+
+def _csv_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    names, delimiter = _csv_header(ref, spec)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(
+            f"the header names {dupes} more than once",
+            file=ref.uri,
+            fix="give every column a distinct name",
+        )
+    quoted = ref.format != "tsv"
+    parse = pacsv.ParseOptions(
+        delimiter=delimiter,
+        quote_char='"' if quoted else False,
+        double_quote=quoted,
+        newlines_in_values=quoted,
+        invalid_row_handler=None,
+    )
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 22, use_threads=True)
+    convert = pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        with fsspec.open(ref.uri, "rb", compression="infer") as fh:
+            reader = pacsv.open_csv(
+                fh, read_options=read, parse_options=parse, convert_options=convert
+            )
+            pending: list[pa.RecordBatch] = []
+            size = 0
+            for batch in reader:
+                pending.append(batch)
+                size += batch.num_rows
+                if size >= batch_rows:
+                    yield from pa.Table.from_batches(pending).to_batches()
+                    pending, size = [], 0
+            if pending:
+                yield from pa.Table.from_batches(pending).to_batches()
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(ref, exc, len(names)) from exc
+
+
+def _csv_error(ref: FileRef, exc: Exception, n_columns: int) -> DataError:
+    message = str(exc)
+    if "UTF8" in message or "utf8" in message.lower():
+        return DataError(
+            "contains bytes that are not valid UTF-8" + _first_bad_utf8_row(ref),
+            file=ref.uri,
+            fix="re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
+        )
+    if "Expected" in message and "columns" in message:
+        return DataError(
+            f"a row has a different number of fields than the {n_columns} columns of the "
+            f"header ({message.splitlines()[0]})",
+            file=ref.uri,
+            fix="quote fields that contain the delimiter, or fix the row; a tab-separated "
+            "file with stray quotes should be named .tsv (read without quoting)",
+        )
+    return DataError(
+        f"cannot parse the file: {message.splitlines()[0]}",
+        file=ref.uri,
+        fix="check that the file is CSV/TSV with a header row, or set format: in the data spec",
+    )
+
+
+def _first_bad_utf8_row(ref: FileRef) -> str:
+    """Find the line of the first invalid UTF-8 byte (slow path, only when reading failed)."""
+    with fsspec.open(ref.uri, "rb", compression="infer") as fh:
+        for lineno, line in enumerate(io.BufferedReader(fh), start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return f" (first at line {lineno}, row {lineno - 1})"
+    return ""
+
+
+def _jsonl_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """JSON Lines, parsed line by line: exact row numbers for every error, bounded memory."""
+    columns: dict[str, list] = {}
+    count = 0
+
+    def flush() -> pa.RecordBatch:
+        arrays = {name: _json_column(values) for name, values in columns.items()}
+        return pa.RecordBatch.from_pydict(arrays) if arrays else pa.RecordBatch.from_pydict({})
+
+    row = 0
+    with fsspec.open(ref.uri, "rb", compression="infer") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            row += 1
+            try:
+                record = json.loads(raw)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    "contains bytes that are not valid UTF-8",
+                    file=ref.uri,
+                    rows=[row],
+                    fix="re-encode the file as UTF-8",
+                ) from exc
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"line {lineno} is not valid JSON ({exc.msg})",
+                    file=ref.uri,
+                    rows=[row],
+                    fix="write one JSON object per line",
+                ) from exc
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"line {lineno} is a JSON {type(record).__name__}, not an object",
+                    file=ref.uri,
+                    rows=[row],
+                    fix="write one JSON object per line, with the column names as keys",
+                )
+            for name in record:
+                if name not in columns:
+                    columns[name] = [None] * count
+            for name, values in columns.items():
+                values.append(record.get(name))
+            count += 1
+            if count >= batch_rows:
+                yield flush()
+                columns = {name: [] for name in columns}
+                count = 0
+    if count:
+        yield flush()
+
+
+def _json_column(values: list) -> pa.Array:
+    """Strings stay strings, numbers stay numbers; anything mixed becomes text to be checked."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds and kinds <= {int} or kinds and kinds <= {int, float} and float in kinds:
+        return pa.array(values, type=pa.int64() if kinds == {int} else pa.float64())
+    return pa.array(
+        [v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
+        type=pa.string(),
+    )
+
+
+def _parquet_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    try:
+        with fsspec.open(ref.uri, "rb") as fh:
+            parquet = pq.ParquetFile(fh)
+            yield from parquet.iter_batches(batch_size=batch_rows)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(
+            f"cannot read the file as Parquet ({str(exc).splitlines()[0]})",
+            file=ref.uri,
+            fix="write the file with pyarrow or pandas .to_parquet(), or use CSV/JSONL",
+        ) from exc
+
+
+def map_columns(names: list[str], spec: DataSpec, uri: str) -> tuple[str, dict[str, str]]:
+    """Decide the structure and map refit's column names to the file's, by name only.
+
+    Returns the structure and ``{refit_name: file_column}``.
+    """
+    present = set(names)
+    mapping: dict[str, str] = {}
+    for target, source in spec.columns.items():
+        if source not in present:
+            raise DataError(
+                f"the data spec maps {target} to column '{source}', which the file does not "
+                f"have (it has {names})",
+                file=uri,
+                column=source,
+                fix=f"set columns: {{{target}: <one of {names}>}}",
+            )
+        mapping[target] = source
+    for target, aliases in ALIASES.items():
+        if target in mapping:
+            continue
+        lowered = {n.lower(): n for n in names if n not in mapping.values()}
+        for alias in aliases:
+            if alias in lowered:
+                mapping[target] = lowered[alias]
+                break
+
+    candidates = [spec.structure] if spec.structure else list(STRUCTURE_COLUMNS)
+    for structure in candidates:
+        needed = STRUCTURE_COLUMNS[structure]
+        if all(c in mapping for c in needed):
+            return structure, {c: mapping[c] for c in needed}
+    wanted = " or ".join("(" + ", ".join(STRUCTURE_COLUMNS[s]) + ")" for s in candidates)
+    missing = {s: [c for c in STRUCTURE_COLUMNS[s] if c not in mapping] for s in candidates}
+    closest = min(candidates, key=lambda s: len(missing[s]))
+    raise DataError(
+        f"missing column(s) {missing[closest]}: refit needs {wanted} and the file has {names}",
+        file=uri,
+        column=missing[closest][0],
+        fix="rename the columns, or map them in the data spec, e.g. columns: "
+        "{anchor: question, positive: answer}",
+    )

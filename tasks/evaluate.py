@@ -1,0 +1,249 @@
+"""Evaluate the candidate and the champion on the same evaluation sets.
+
+The evaluator follows the data: Spearman correlation of cosine similarities for scored pairs,
+nDCG@10 / MRR@10 / Recall@10 for retrieval sets and for held-out (anchor, positive) pairs (the
+anchors as queries, all positives as the corpus), accuracy for triplets. A version's scores on a
+set are stored under the set's content key and the evaluation settings, so the champion is never
+encoded again for a set it was already scored on.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from refit.records import EvalSet, Record
+from refit.registry import Registry
+
+METRICS = {
+    "scored_pairs": {"spearman": "spearman_cosine", "pearson": "pearson_cosine"},
+    "retrieval": {
+        "ndcg@10": "cosine_ndcg@10",
+        "mrr@10": "cosine_mrr@10",
+        "recall@10": "cosine_recall@10",
+    },
+    "pairs": {
+        "ndcg@10": "cosine_ndcg@10",
+        "mrr@10": "cosine_mrr@10",
+        "recall@10": "cosine_recall@10",
+    },
+    "triplets": {"accuracy": "cosine_accuracy"},
+}
+
+
+class ModelScores(Record):
+    metrics: dict[str, dict[str, float]]
+    reused: list[str]
+    encoded_texts: int
+    seconds: float
+
+
+def score_key(eval_set: EvalSet, max_seq_length: int | None) -> str:
+    return f"{eval_set.key}-L{max_seq_length or 'model'}"
+
+
+def build_evaluator(eval_set: EvalSet, batch_size: int):
+    try:
+        from sentence_transformers.sentence_transformer.evaluation import (
+            EmbeddingSimilarityEvaluator,
+            InformationRetrievalEvaluator,
+            TripletEvaluator,
+        )
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.evaluation import (
+            EmbeddingSimilarityEvaluator,
+            InformationRetrievalEvaluator,
+            TripletEvaluator,
+        )
+
+    name = eval_set.name
+    if eval_set.kind == "scored_pairs":
+        t = pq.read_table(eval_set.files["data"])
+        return EmbeddingSimilarityEvaluator(
+            t["sentence1"].to_pylist(),
+            t["sentence2"].to_pylist(),
+            t["score"].to_pylist(),
+            batch_size=batch_size,
+            name=name,
+            show_progress_bar=False,
+        )
+    if eval_set.kind == "triplets":
+        t = pq.read_table(eval_set.files["data"])
+        return TripletEvaluator(
+            t["anchor"].to_pylist(),
+            t["positive"].to_pylist(),
+            t["negative"].to_pylist(),
+            batch_size=batch_size,
+            name=name,
+            show_progress_bar=False,
+        )
+    if eval_set.kind == "retrieval":
+        q = pq.read_table(eval_set.files["queries"]).to_pylist()
+        c = pq.read_table(eval_set.files["corpus"]).to_pylist()
+        r = pq.read_table(eval_set.files["qrels"]).to_pylist()
+        queries = {row["id"]: row["text"] for row in q}
+        corpus = {row["id"]: f"{row['title'] or ''} {row['text'] or ''}".strip() for row in c}
+        relevant: dict[str, set[str]] = {}
+        for row in r:
+            relevant.setdefault(row["query"], set()).add(row["doc"])
+    else:  # held-out (anchor, positive) pairs
+        t = pq.read_table(eval_set.files["data"])
+        doc_ids: dict[str, str] = {}
+        query_ids: dict[str, str] = {}
+        relevant = {}
+        for anchor, positive in zip(
+            t["anchor"].to_pylist(), t["positive"].to_pylist(), strict=True
+        ):
+            qid = query_ids.setdefault(anchor, f"q{len(query_ids)}")
+            did = doc_ids.setdefault(positive, f"d{len(doc_ids)}")
+            relevant.setdefault(qid, set()).add(did)
+        queries = {qid: text for text, qid in query_ids.items()}
+        corpus = {did: text for text, did in doc_ids.items()}
+    return InformationRetrievalEvaluator(
+        queries,
+        corpus,
+        relevant,
+        batch_size=batch_size,
+        name=name,
+        show_progress_bar=False,
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        accuracy_at_k=[1, 10],
+        precision_recall_at_k=[10],
+        map_at_k=[100],
+    )
+
+
+def pick_metrics(eval_set: EvalSet, raw: dict[str, float]) -> dict[str, float]:
+    found = {}
+    for short, suffix in METRICS[eval_set.kind].items():
+        for key, value in raw.items():
+            if key.endswith(suffix):
+                found[short] = float(value)
+                break
+    return found
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    eval_sets: list[EvalSet],
+    batch_size: int = 64,
+    max_seq_length: int | None = None,
+    stored: dict[str, dict[str, float]] | None = None,
+    trust_remote_code: bool = False,
+) -> ModelScores:
+    """Score one model on every set; sets found in ``stored`` (by score key) are not encoded."""
+    import time
+
+    stored = stored or {}
+    started = time.perf_counter()
+    metrics: dict[str, dict[str, float]] = {}
+    reused: list[str] = []
+    todo = []
+    for es in eval_sets:
+        key = score_key(es, max_seq_length)
+        if key in stored:
+            metrics[es.name] = stored[key]
+            reused.append(es.name)
+        else:
+            todo.append(es)
+    encoded = 0
+    if todo:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(model_dir),
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            trust_remote_code=trust_remote_code,
+            model_kwargs={"use_safetensors": not trust_remote_code},
+        )
+        if max_seq_length:
+            model.max_seq_length = max_seq_length
+        counter = {"texts": 0}
+        encode = model.encode
+
+        def counting_encode(inputs, *args, **kwargs):
+            counter["texts"] += 1 if isinstance(inputs, str) else len(inputs)
+            return encode(inputs, *args, **kwargs)
+
+        model.encode = counting_encode
+        try:
+            for es in todo:
+                evaluator = build_evaluator(es, batch_size)
+                metrics[es.name] = pick_metrics(es, evaluator(model))
+        finally:
+            encoded = counter["texts"]
+            del model, encode
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return ModelScores(
+        metrics=metrics,
+        reused=reused,
+        encoded_texts=encoded,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def stored_scores(
+    registry: Registry, version: int, eval_sets: list[EvalSet], max_seq_length: int | None
+) -> dict[str, dict[str, float]]:
+    found = {}
+    for es in eval_sets:
+        key = score_key(es, max_seq_length)
+        value = registry.scores(version, key)
+        if value is not None:
+            found[key] = value
+    return found
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(
+    registry_root: str,
+    champion_version: int,
+    candidate_dir: str,
+    eval_sets: list[EvalSet],
+    batch_size: int,
+    max_seq_length: int | None,
+    trust_remote_code: bool = False,
+) -> tuple[ModelScores, ModelScores]:
+    """Score candidate and champion; the champion's new scores are stored for later runs."""
+    logger = get_run_logger()
+    registry = Registry(registry_root)
+    champion_dir = registry.model_dir(champion_version)
+    stored = stored_scores(registry, champion_version, eval_sets, max_seq_length)
+    champion = evaluate_model(
+        champion_dir, eval_sets, batch_size, max_seq_length, stored, trust_remote_code
+    )
+    for es in eval_sets:
+        if es.name not in champion.reused and es.name in champion.metrics:
+            registry.save_scores(
+                champion_version, score_key(es, max_seq_length), es.name, champion.metrics[es.name]
+            )
+    if champion.reused:
+        logger.info(
+            "Champion v%d: reused stored scores for %s",
+            champion_version,
+            ", ".join(champion.reused),
+        )
+    candidate = evaluate_model(
+        candidate_dir, eval_sets, batch_size, max_seq_length, None, trust_remote_code
+    )
+    for es in eval_sets:
+        cand = candidate.metrics.get(es.name, {})
+        champ = champion.metrics.get(es.name, {})
+        logger.info(
+            "%s: %s",
+            es.name,
+            ", ".join(
+                f"{m} {cand.get(m, float('nan')):.4f} (champion {champ.get(m, float('nan')):.4f})"
+                for m in cand
+            ),
+        )
+    return candidate, champion

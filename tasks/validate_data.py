@@ -1,0 +1,830 @@
+"""Validate data before any model is loaded.
+
+Errors stop the run and name the file, the rows, the column and the fix: a missing or
+unmappable column, a null, empty or whitespace-only text, a score that is not a number or lies
+outside the declared range, an unreadable file, no usable rows. Rows that are safe to drop are
+dropped and counted: exact duplicates, pairs whose texts are equal after trimming and case
+folding, and leakage into an evaluation set (the same pair, or a training anchor that is an
+evaluation query). A retrieval corpus shared by training and evaluation is not leakage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from refit.config import DataSpec, RefitConfig, RetrievalSpec
+from refit.dataio import (
+    ROW,
+    TEXT_COLUMNS,
+    content_hash,
+    expand,
+    iter_batches,
+    map_columns,
+    read_columns,
+)
+from refit.errors import DataError
+from refit.records import DataRecord, EvalSet, Finding, Record, SourceFile
+
+SOURCE = "__file"
+PYTHON_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+LONG_TEXT_WARNING = 0.10
+LENGTH_SAMPLE = 2000
+PRIMARY_METRIC = {
+    "scored_pairs": "spearman",
+    "pairs": "ndcg@10",
+    "retrieval": "ndcg@10",
+    "triplets": "accuracy",
+}
+
+
+def normalize(texts: pa.Array) -> pa.Array:
+    """Trim (every character Python calls whitespace) and lower-case: the key for equality."""
+    return pc.utf8_lower(pc.utf8_trim(texts, characters=PYTHON_WHITESPACE))
+
+
+def pair_key(a: pa.Array, b: pa.Array) -> pa.Array:
+    """An order-free key of two texts: (a, b) and (b, a) are the same pair."""
+    na, nb = normalize(a), normalize(b)
+    first = pc.if_else(pc.less_equal(na, nb), na, nb)
+    second = pc.if_else(pc.less_equal(na, nb), nb, na)
+    return pc.binary_join_element_wise(first, second, "\x1f")
+
+
+@dataclass
+class LeakageIndex:
+    """What training rows must not repeat: evaluation pairs and evaluation queries."""
+
+    pairs: set[str] = field(default_factory=set)
+    queries: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_eval_sets(cls, eval_sets: list[EvalSet]) -> LeakageIndex:
+        index = cls()
+        for es in eval_sets:
+            if es.kind == "retrieval":
+                queries = pq.read_table(es.files["queries"], columns=["text"])
+                index.queries.update(normalize(queries["text"]).to_pylist())
+                continue
+            table = pq.read_table(es.files["data"])
+            a, b = TEXT_COLUMNS[es.kind][:2]
+            index.pairs.update(pair_key(table[a], table[b]).to_pylist())
+            if es.kind == "pairs":
+                index.queries.update(normalize(table["anchor"]).to_pylist())
+        return index
+
+    def mask(self, table: pa.Table, structure: str) -> tuple[pa.Array, pa.Array]:
+        """Boolean masks: rows whose pair is an evaluation pair; rows whose anchor is a query."""
+        a, b = TEXT_COLUMNS[structure][:2]
+        keys = pair_key(table[a], table[b])
+        by_pair = pc.fill_null(
+            pc.is_in(keys, value_set=pa.array(list(self.pairs), pa.string())), False
+        )
+        by_query = pc.fill_null(
+            pc.is_in(normalize(table[a]), value_set=pa.array(list(self.queries), pa.string())),
+            False,
+        )
+        return by_pair, by_query
+
+
+class Problems:
+    """Collects every error in a data set before stopping, so one run reports them all.
+
+    ``mask`` marks the rows of the current batch that have any problem, for callers that skip
+    bad rows instead of stopping (replay of data that was valid when it was delivered).
+    """
+
+    ROWS_KEPT = 20
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
+        self.counts: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.mask: pa.Array | None = None
+
+    def add(
+        self, uri: str, column: str, problem: str, fix: str, rows: pa.Array, where: pa.Array
+    ) -> None:
+        """Record ``problem`` for the rows of ``rows`` where the boolean ``where`` is true."""
+        where = pc.fill_null(where, False)
+        self.mask = where if self.mask is None else pc.or_(self.mask, where)
+        hit = pc.filter(rows, where)
+        if len(hit) == 0:
+            return
+        key = (uri, column, problem, fix)
+        self.counts[key] += len(hit)
+        kept = self.rows[key]
+        if len(kept) < self.ROWS_KEPT:
+            kept.extend(hit.to_pylist()[: self.ROWS_KEPT - len(kept)])
+
+    def errors(self) -> list[DataError]:
+        errors = []
+        for key, count in self.counts.items():
+            uri, column, problem, fix = key
+            rows = self.rows[key]
+            listed = f"; the first {len(rows)} are listed" if count > len(rows) else ""
+            errors.append(
+                DataError(
+                    f"{problem} ({count} row{'s' if count != 1 else ''}{listed})",
+                    file=uri,
+                    rows=rows,
+                    column=column,
+                    fix=fix,
+                )
+            )
+        return errors
+
+    def raise_if_any(self) -> None:
+        errors = self.errors()
+        if not errors:
+            return
+        if len(errors) == 1:
+            raise errors[0]
+        first = errors[0]
+        combined = DataError(
+            f"{len(errors)} problems:\n  - " + "\n  - ".join(e.render() for e in errors)
+        )
+        combined.file, combined.rows, combined.column = first.file, first.rows, first.column
+        raise combined
+
+
+def _text_column(
+    batch: pa.RecordBatch, source: str, target: str, uri: str, problems: Problems
+) -> pa.Array:
+    col = batch.column(source)
+    if pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
+        col = col.cast(pa.string())
+    if not pa.types.is_string(col.type):
+        problems.add(
+            uri,
+            source,
+            f"holds {col.type} values, not text",
+            f"map {target} to a text column (columns: {{{target}: ...}})",
+            batch.column(ROW),
+            pa.array(np.ones(len(col), dtype=bool)),
+        )
+        return pa.array([""] * len(col), pa.string())
+    rows = batch.column(ROW)
+    problems.add(
+        uri,
+        source,
+        "text is null",
+        "fill in the text or remove these rows",
+        rows,
+        pc.is_null(col),
+    )
+    blank = pc.and_(pc.is_valid(col), pc.equal(pc.utf8_trim(col, characters=PYTHON_WHITESPACE), ""))
+    problems.add(
+        uri,
+        source,
+        "text is empty or only whitespace",
+        "fill in the text or remove these rows",
+        rows,
+        blank,
+    )
+    return col
+
+
+def _score_column(
+    batch: pa.RecordBatch,
+    source: str,
+    spec: DataSpec,
+    uri: str,
+    problems: Problems,
+    casts: set[str],
+) -> pa.Array:
+    col = batch.column(source)
+    rows = batch.column(ROW)
+    lo, hi = spec.score_range
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        text = col.to_pandas()
+        missing = text.isna() | (text.str.strip() == "")
+        values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
+        problems.add(
+            uri,
+            source,
+            "score is missing",
+            f"give every row a number in [{lo:g}, {hi:g}]",
+            rows,
+            pa.array(missing.to_numpy()),
+        )
+        casts.add("text")
+    elif (
+        pa.types.is_integer(col.type)
+        or pa.types.is_floating(col.type)
+        or pa.types.is_boolean(col.type)
+    ):
+        casts.add(str(col.type))
+        missing = pd.Series(pc.is_null(col).to_numpy(zero_copy_only=False))
+        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        problems.add(
+            uri,
+            source,
+            "score is missing",
+            f"give every row a number in [{lo:g}, {hi:g}]",
+            rows,
+            pa.array(missing.to_numpy()),
+        )
+    else:
+        problems.add(
+            uri,
+            source,
+            f"holds {col.type} values, not numbers",
+            "write the score as a number",
+            rows,
+            pa.array(np.ones(len(col), dtype=bool)),
+        )
+        return pa.array(np.zeros(len(col), dtype="float32"))
+    values = np.asarray(values, dtype="float64")
+    nan = np.isnan(values) & ~missing.to_numpy()
+    inf = np.isinf(values)
+    problems.add(
+        uri,
+        source,
+        "score is not a number",
+        "write the score as a plain number such as 0.8 (no units, commas or text)",
+        rows,
+        pa.array(nan | inf),
+    )
+    finite = np.isfinite(values)
+    outside = finite & ((values < lo) | (values > hi))
+    if outside.any():
+        seen = values[outside]
+        problems.add(
+            uri,
+            source,
+            f"score outside the declared range [{lo:g}, {hi:g}] (seen {seen.min():g} to "
+            f"{seen.max():g})",
+            "declare the real range in the data spec, e.g. score_range: [0, 5], or fix the rows",
+            rows,
+            pa.array(outside),
+        )
+    scaled = (np.where(finite, values, lo) - lo) / (hi - lo)
+    return pa.array(scaled.astype("float32"))
+
+
+def read_clean(
+    spec: DataSpec, problems: Problems, structure_hint: str | None = None
+) -> tuple[str, pa.Table, list[SourceFile], list[Finding]]:
+    """Read every file of a data set into canonical columns; collect errors in ``problems``."""
+    files = expand(spec)
+    structure: str | None = structure_hint
+    tables: list[pa.Table] = []
+    sources: list[SourceFile] = []
+    casts: set[str] = set()
+    extra_columns: set[str] = set()
+    for index, ref in enumerate(files):
+        sources.append(SourceFile(uri=ref.uri, sha256=content_hash(ref.uri)))
+        file_structure, mapping, rows = None, None, 0
+        for batch in iter_batches(ref, spec):
+            if mapping is None:
+                names = [n for n in batch.schema.names if n != ROW]
+                file_structure, mapping = map_columns(names, spec, ref.uri)
+                extra_columns.update(set(names) - set(mapping.values()))
+                if structure is None:
+                    structure = file_structure
+                elif file_structure != structure:
+                    raise DataError(
+                        f"holds {file_structure} but the data set's other files hold {structure}",
+                        file=ref.uri,
+                        fix="put files of one structure in one data set, or set structure: "
+                        "in the data spec",
+                    )
+            rows += batch.num_rows
+            columns = {
+                target: _text_column(batch, mapping[target], target, ref.uri, problems)
+                for target in TEXT_COLUMNS[file_structure]
+            }
+            if file_structure == "scored_pairs":
+                columns["score"] = _score_column(
+                    batch, mapping["score"], spec, ref.uri, problems, casts
+                )
+            columns[SOURCE] = pa.array(np.full(batch.num_rows, index, dtype="int32"))
+            columns[ROW] = batch.column(ROW)
+            tables.append(pa.table(columns))
+        if mapping is None:
+            # A header and no rows: the columns can still be checked.
+            names = read_columns(ref, spec)
+            if names:
+                file_structure, mapping = map_columns(names, spec, ref.uri)
+                structure = structure or file_structure
+        sources[-1] = sources[-1].model_copy(update={"rows": rows})
+    findings: list[Finding] = []
+    if extra_columns:
+        findings.append(
+            Finding(
+                level="info",
+                code="extra_columns",
+                message=f"columns not used for training: {sorted(extra_columns)}",
+            )
+        )
+    if "score" in TEXT_COLUMNS.get(structure or "", ()) or structure == "scored_pairs":
+        cast_from = sorted(c for c in casts if c != "float")
+        if cast_from:
+            findings.append(
+                Finding(
+                    level="info",
+                    code="score_cast",
+                    message=f"scores cast from {', '.join(cast_from)} to float32",
+                )
+            )
+        if tuple(spec.score_range) != (0.0, 1.0):
+            lo, hi = spec.score_range
+            findings.append(
+                Finding(
+                    level="info",
+                    code="score_rescaled",
+                    message=f"scores rescaled from the declared range [{lo:g}, {hi:g}] to [0, 1]",
+                )
+            )
+    assert structure is not None
+    table = pa.concat_tables(tables) if tables else _empty(structure)
+    return structure, table, sources, findings
+
+
+def _empty(structure: str) -> pa.Table:
+    columns = {c: pa.array([], pa.string()) for c in TEXT_COLUMNS[structure]}
+    if structure == "scored_pairs":
+        columns["score"] = pa.array([], pa.float32())
+    columns[SOURCE] = pa.array([], pa.int32())
+    columns[ROW] = pa.array([], pa.int64())
+    return pa.table(columns)
+
+
+def _drop(table: pa.Table, mask: pa.Array) -> tuple[pa.Table, list[int], int]:
+    dropped = pc.filter(table[ROW], mask).to_pylist()
+    return table.filter(pc.invert(mask)), dropped[:20], len(dropped)
+
+
+def deduplicate(table: pa.Table, structure: str) -> tuple[pa.Table, list[Finding], dict[str, int]]:
+    """Drop exact duplicate rows and pairs whose texts are equal after trimming and case folding."""
+    findings: list[Finding] = []
+    counts: dict[str, int] = {}
+    cols = list(TEXT_COLUMNS[structure])
+    frame = table.select(cols).to_pandas()
+    dup = pa.array(frame.duplicated(keep="first").to_numpy())
+    table, rows, n = _drop(table, dup)
+    if n:
+        counts["duplicates"] = n
+        findings.append(
+            Finding(
+                level="warning",
+                code="duplicates",
+                message=f"{n} exact duplicate rows dropped (the first copy is kept)",
+                count=n,
+                rows=rows,
+            )
+        )
+    normalized = [normalize(table[c]) for c in cols]
+    same = pc.equal(normalized[0], normalized[1])
+    if structure == "triplets":
+        same = pc.or_(
+            same,
+            pc.or_(pc.equal(normalized[1], normalized[2]), pc.equal(normalized[0], normalized[2])),
+        )
+    table, rows, n = _drop(table, same)
+    if n:
+        counts["equal_texts"] = n
+        findings.append(
+            Finding(
+                level="warning",
+                code="equal_texts",
+                message=f"{n} rows dropped whose texts are the same after trimming and case "
+                "folding (they teach nothing)",
+                count=n,
+                rows=rows,
+            )
+        )
+    return table, findings, counts
+
+
+def drop_leakage(
+    table: pa.Table, structure: str, leakage: LeakageIndex
+) -> tuple[pa.Table, list[Finding], dict[str, int]]:
+    findings: list[Finding] = []
+    counts: dict[str, int] = {}
+    if not leakage.pairs and not leakage.queries:
+        return table, findings, counts
+    by_pair, by_query = leakage.mask(table, structure)
+    table, rows, n = _drop(table, pc.or_(by_pair, by_query))
+    if n:
+        n_pair = pc.sum(by_pair).as_py() or 0
+        counts["leakage"] = n
+        findings.append(
+            Finding(
+                level="warning",
+                code="leakage",
+                message=f"{n} rows dropped that leak into an evaluation set ({n_pair} equal to "
+                f"an evaluation pair, {n - n_pair} with an anchor that is an evaluation query)",
+                count=n,
+                rows=rows,
+            )
+        )
+    return table, findings, counts
+
+
+def long_text_finding(
+    table: pa.Table, structure: str, tokenizer_dir: str | None, max_seq_length: int | None
+) -> Finding | None:
+    """The share of texts longer than the model's max_seq_length, from a fixed sample."""
+    if not tokenizer_dir or not max_seq_length or table.num_rows == 0:
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    texts: list[str] = []
+    for col in TEXT_COLUMNS[structure]:
+        texts.extend(table[col].to_pylist())
+    rng = np.random.default_rng(0)
+    if len(texts) > LENGTH_SAMPLE:
+        texts = [texts[i] for i in rng.choice(len(texts), LENGTH_SAMPLE, replace=False)]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    share = float(np.mean(np.array(lengths) > max_seq_length))
+    level = "warning" if share > LONG_TEXT_WARNING else "info"
+    message = f"{share:.1%} of texts are longer than max_seq_length {max_seq_length} tokens"
+    if level == "warning":
+        message += (
+            " and will be truncated: raise training.max_seq_length, or split long texts into "
+            "passages"
+        )
+    return Finding(level=level, code="long_texts", message=message, count=int(share * 100))
+
+
+def validate_training_data(
+    spec: DataSpec,
+    role: str,
+    out_path: Path,
+    leakage: LeakageIndex | None = None,
+    tokenizer_dir: str | None = None,
+    max_seq_length: int | None = None,
+) -> DataRecord:
+    """Validate one training data set and write its clean rows to ``out_path`` (Parquet)."""
+    problems = Problems()
+    structure, table, sources, findings = read_clean(spec, problems)
+    problems.raise_if_any()
+    total = table.num_rows
+    table, more, dropped = deduplicate(table, structure)
+    findings += more
+    if leakage is not None:
+        table, more, leaked = drop_leakage(table, structure, leakage)
+        findings += more
+        dropped.update(leaked)
+    if table.num_rows == 0:
+        raise DataError(
+            f"no usable rows left ({total} read, "
+            + ", ".join(f"{k}: {v}" for k, v in dropped.items())
+            + " dropped)"
+            if dropped
+            else "no usable rows (the file has a header but no data rows)",
+            file=spec.path,
+            fix="deliver rows that are new and not part of an evaluation set",
+        )
+    long = long_text_finding(table, structure, tokenizer_dir, max_seq_length)
+    if long:
+        findings.append(long)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out_path)
+    return DataRecord(
+        name=spec.name or _stem(spec.path),
+        role=role,
+        structure=structure,
+        spec=spec.model_dump(mode="json"),
+        files=sources,
+        rows=table.num_rows,
+        clean_path=str(out_path),
+        dropped=dropped,
+        findings=findings,
+    )
+
+
+def _stem(path: str) -> str:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    for ch in "*?[":
+        name = name.replace(ch, "")
+    return name.split(".", 1)[0] or "data"
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def load_eval_set(
+    spec: DataSpec | RetrievalSpec, out_dir: Path, origin: str = "config"
+) -> tuple[EvalSet, dict[str, Path]]:
+    """Validate an evaluation set named in the config and write it as Parquet files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(spec, RetrievalSpec):
+        return _load_retrieval(spec, out_dir, origin)
+    problems = Problems()
+    structure, table, sources, _ = read_clean(spec, problems)
+    problems.raise_if_any()
+    if table.num_rows == 0:
+        raise DataError("the evaluation set has no rows", file=spec.path, fix="add rows")
+    name = spec.name or _stem(spec.path)
+    key = _key(structure, [s.sha256 for s in sources], spec.columns, spec.score_range)
+    path = out_dir / f"{key}-data.parquet"
+    pq.write_table(table.drop_columns([SOURCE]), path)
+    es = EvalSet(
+        name=name,
+        kind=structure,
+        key=key,
+        primary_metric=PRIMARY_METRIC[structure],
+        origin=origin,
+        rows=table.num_rows,
+        files={"data": str(path)},
+    )
+    return es, {"data": path}
+
+
+def _load_retrieval(
+    spec: RetrievalSpec, out_dir: Path, origin: str
+) -> tuple[EvalSet, dict[str, Path]]:
+    def read(path: str, wanted: dict[str, tuple[str, ...]]) -> tuple[pa.Table, str, str]:
+        ds = DataSpec(path=path)
+        refs = expand(ds)
+        tables, hashes = [], []
+        for ref in refs:
+            hashes.append(content_hash(ref.uri))
+            for batch in iter_batches(ref, ds):
+                names = {n.lower(): n for n in batch.schema.names}
+                cols = {}
+                for target, options in wanted.items():
+                    found = next((names[o] for o in options if o in names), None)
+                    if found is None:
+                        if target == "title":
+                            cols[target] = pa.array([""] * batch.num_rows, pa.string())
+                            continue
+                        raise DataError(
+                            f"missing column '{options[0]}' (it has {batch.schema.names})",
+                            file=ref.uri,
+                            column=options[0],
+                            fix="use the BEIR layout: queries/corpus with _id and text, "
+                            "qrels with query-id, corpus-id, score",
+                        )
+                    col = batch.column(found)
+                    cols[target] = col.cast(pa.string()) if target != "score" else col
+                cols[ROW] = batch.column(ROW)
+                tables.append(pa.table(cols))
+        return pa.concat_tables(tables), refs[0].uri, hashes[0]
+
+    queries, q_uri, q_hash = read(spec.queries, {"id": ("_id", "id"), "text": ("text",)})
+    corpus, c_uri, c_hash = read(
+        spec.corpus, {"id": ("_id", "id"), "title": ("title",), "text": ("text",)}
+    )
+    qrels, r_uri, r_hash = read(
+        spec.qrels,
+        {
+            "query": ("query-id", "query_id", "qid"),
+            "doc": ("corpus-id", "corpus_id", "doc_id"),
+            "score": ("score",),
+        },
+    )
+    problems = Problems()
+    qrels = qrels.filter(pc.greater(pc.cast(qrels["score"], pa.float64()), 0))
+    q_ids = set(queries["id"].to_pylist())
+    d_ids = set(corpus["id"].to_pylist())
+    unknown_q = pc.invert(pc.is_in(qrels["query"], value_set=pa.array(list(q_ids), pa.string())))
+    unknown_d = pc.invert(pc.is_in(qrels["doc"], value_set=pa.array(list(d_ids), pa.string())))
+    problems.add(
+        r_uri,
+        "query-id",
+        "names a query that the queries file does not have",
+        "add the query or remove the judgement",
+        qrels[ROW],
+        unknown_q,
+    )
+    problems.add(
+        r_uri,
+        "corpus-id",
+        "names a document that the corpus does not have",
+        "add the document or remove the judgement",
+        qrels[ROW],
+        unknown_d,
+    )
+    used = set(qrels["query"].to_pylist())
+    queries = queries.filter(pc.is_in(queries["id"], value_set=pa.array(list(used), pa.string())))
+    corpus_text = pc.binary_join_element_wise(
+        pc.fill_null(corpus["title"], ""), pc.fill_null(corpus["text"], ""), " "
+    )
+    for table, uri, column, text in (
+        (queries, q_uri, "text", queries["text"]),
+        (corpus, c_uri, "title/text", corpus_text),
+    ):
+        blank = pc.fill_null(pc.equal(pc.utf8_trim(text, characters=PYTHON_WHITESPACE), ""), True)
+        problems.add(
+            uri,
+            column,
+            "text is empty or null",
+            "fill in the text or remove the row",
+            table[ROW],
+            blank,
+        )
+    problems.raise_if_any()
+    if qrels.num_rows == 0:
+        raise DataError(
+            "no relevance judgements with a score above 0",
+            file=r_uri,
+            fix="list (query-id, corpus-id, score) rows with score 1",
+        )
+    key = _key("retrieval", q_hash, c_hash, r_hash)
+    paths = {
+        "queries": out_dir / f"{key}-queries.parquet",
+        "corpus": out_dir / f"{key}-corpus.parquet",
+        "qrels": out_dir / f"{key}-qrels.parquet",
+    }
+    pq.write_table(queries.select(["id", "text"]), paths["queries"])
+    pq.write_table(corpus.select(["id", "title", "text"]), paths["corpus"])
+    pq.write_table(qrels.select(["query", "doc"]), paths["qrels"])
+    es = EvalSet(
+        name=spec.name or _stem(spec.queries.rsplit("/", 1)[0] if "/" in spec.queries else "ir"),
+        kind="retrieval",
+        key=key,
+        primary_metric="ndcg@10",
+        origin=origin,
+        rows=queries.num_rows,
+        files={k: str(v) for k, v in paths.items()},
+    )
+    return es, paths
+
+
+def split_holdout(
+    record: DataRecord, fraction: float, seed: int, out_dir: Path, origin: str, weak: bool = False
+) -> tuple[DataRecord, EvalSet, dict[str, Path]]:
+    """Split a held-out evaluation set off clean data, grouped by the first text (the anchor).
+
+    One anchor never lands on both sides, so the held-out score is not inflated by training on
+    the same query with another positive.
+    """
+    table = pq.read_table(record.clean_path)
+    first = TEXT_COLUMNS[record.structure][0]
+    groups = normalize(table[first])
+    unique = pc.unique(groups).to_pylist()
+    if len(unique) < 2:
+        raise DataError(
+            f"cannot hold out an evaluation set: all rows share one {first}",
+            file=record.files[0].uri if record.files else record.name,
+            fix="name an evaluation set in eval_data, or deliver more varied rows",
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(unique))
+    sizes = pd.Series(groups.to_pandas()).value_counts()
+    target = max(1, round(fraction * table.num_rows))
+    chosen, total = [], 0
+    for i in order:
+        if total >= target or len(chosen) >= len(unique) - 1:
+            break
+        chosen.append(unique[i])
+        total += int(sizes[unique[i]])
+    held = pc.is_in(groups, value_set=pa.array(chosen, pa.string()))
+    heldout = table.filter(held).drop_columns([SOURCE])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = table.filter(pc.invert(held))
+    pq.write_table(train, record.clean_path)
+    key = _key("holdout", record.structure, heldout.to_pydict())
+    path = out_dir / f"{key}-data.parquet"
+    pq.write_table(heldout, path)
+    es = EvalSet(
+        name=f"{record.name}-heldout",
+        kind=record.structure,
+        key=key,
+        primary_metric=PRIMARY_METRIC[record.structure],
+        origin=origin,
+        weak=weak,
+        rows=heldout.num_rows,
+        files={"data": str(path)},
+    )
+    return record.model_copy(update={"rows": train.num_rows}), es, {"data": path}
+
+
+class PreparedData(Record):
+    """Everything a run trains and evaluates on, validated, as records with file paths."""
+
+    new: list[DataRecord]
+    original: list[DataRecord]
+    eval_sets: list[EvalSet]
+    base_eval_sets: list[EvalSet]
+
+    def findings(self) -> list[tuple[str, Finding]]:
+        return [(d.name, f) for d in [*self.original, *self.new] for f in d.findings]
+
+
+def prepare_data(
+    cfg: RefitConfig,
+    lineage_sets: list[EvalSet],
+    run_dir: Path,
+    tokenizer_dir: str | None,
+    max_seq_length: int | None,
+    first_run: bool,
+) -> PreparedData:
+    """Validate the evaluation sets, then the original and the new data against them.
+
+    Held-out sets are split off the new data (and, on a first run, off the original data) when
+    the config names no evaluation set that covers them.
+    """
+    eval_dir = run_dir / "eval"
+    config_sets = []
+    for spec in cfg.eval_data:
+        es, _ = load_eval_set(
+            spec, eval_dir, origin=f"named in the config (covers {spec.covers} data)"
+        )
+        config_sets.append((spec.covers, es))
+    eval_sets = _unique_names(lineage_sets + [es for _, es in config_sets])
+    base_sets = [es for covers, es in config_sets if covers == "original"]
+    covered = {covers for covers, _ in config_sets}
+    leakage = LeakageIndex.from_eval_sets(eval_sets)
+    fraction, seed = cfg.evaluation.holdout_fraction, cfg.replay.seed
+
+    original = []
+    for i, spec in enumerate(cfg.original_data):
+        record = validate_training_data(
+            spec,
+            "original",
+            run_dir / f"original-{i}.parquet",
+            leakage,
+            tokenizer_dir,
+            max_seq_length,
+        )
+        if first_run and "original" not in covered and fraction > 0:
+            record, es, _ = split_holdout(
+                record,
+                fraction,
+                seed,
+                eval_dir,
+                origin="held out of the original data: a weaker signal than a real test set, "
+                "since it comes from the same distribution the model was trained on",
+                weak=True,
+            )
+            base_sets.append(es)
+            eval_sets.append(es)
+            leakage = LeakageIndex.from_eval_sets(eval_sets)
+        original.append(record)
+
+    new = []
+    for i, spec in enumerate(cfg.new_data):
+        record = validate_training_data(
+            spec, "new", run_dir / f"new-{i}.parquet", leakage, tokenizer_dir, max_seq_length
+        )
+        if "new" not in covered and fraction > 0:
+            record, es, _ = split_holdout(
+                record, fraction, seed, eval_dir, origin=f"held out of the new data {record.name}"
+            )
+            eval_sets.append(es)
+        new.append(record)
+    return PreparedData(
+        new=new, original=original, eval_sets=_unique_names(eval_sets), base_eval_sets=base_sets
+    )
+
+
+def _unique_names(eval_sets: list[EvalSet]) -> list[EvalSet]:
+    """One entry per content key; a name used by two different sets gets the key appended."""
+    by_key: dict[str, EvalSet] = {}
+    for es in eval_sets:
+        by_key.setdefault(es.key, es)
+    names: set[str] = set()
+    out = []
+    for es in by_key.values():
+        if es.name in names:
+            es = es.model_copy(update={"name": f"{es.name}@{es.key[:6]}"})
+        names.add(es.name)
+        out.append(es)
+    return out
+
+
+@task(name="validate-data", cache_policy=NO_CACHE)
+def validate_data_task(
+    cfg: RefitConfig,
+    lineage_sets: list[EvalSet],
+    run_dir: Path,
+    tokenizer_dir: str | None,
+    max_seq_length: int | None,
+    first_run: bool,
+) -> PreparedData:
+    logger = get_run_logger()
+    prepared = prepare_data(cfg, lineage_sets, run_dir, tokenizer_dir, max_seq_length, first_run)
+    for record in [*prepared.original, *prepared.new]:
+        logger.info(
+            "Validated %s data %s: %d %s rows kept%s",
+            record.role,
+            record.name,
+            record.rows,
+            record.structure,
+            "".join(f", {n} {k} dropped" for k, n in record.dropped.items()),
+        )
+    for name, finding in prepared.findings():
+        (logger.warning if finding.level == "warning" else logger.info)(
+            "%s: %s", name, finding.message
+        )
+    for es in prepared.eval_sets:
+        logger.info("Evaluation set %s (%s, %d rows): %s", es.name, es.kind, es.rows, es.origin)
+    return prepared
