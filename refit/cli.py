@@ -182,9 +182,8 @@ def models(
             for name, metric in row["primary"].items()
             if name in row["metrics"]
         )
-        typer.echo(
-            f"{star} v{row['version']:<3} {row['status']:<10} parent {row['parent'] or '-':<4} {primary}"
-        )
+        parent = row["parent"] or "-"
+        typer.echo(f"{star} v{row['version']:<3} {row['status']:<10} parent {parent:<4} {primary}")
     typer.echo(f"champion: version {champion}")
 
 

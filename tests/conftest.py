@@ -15,9 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data"
 
 # Prefect writes its database and settings under PREFECT_HOME: keep it out of the user's home.
-os.environ.setdefault(
-    "PREFECT_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "refit-tests-prefect")
-)
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="refit-tests-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
