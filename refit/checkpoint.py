@@ -140,11 +140,23 @@ def inspect_checkpoint(path: Path, trust_remote_code: bool = False) -> dict[str,
                 fix="restore model.safetensors from the original checkpoint",
             )
 
-    max_seq_length = None
+    return {"modules": [m.get("type") for m in modules], "max_seq_length": max_seq_length(path)}
+
+
+def max_seq_length(path: Path) -> int | None:
+    """The checkpoint's max_seq_length: sentence_bert_config.json (sentence-transformers < 6)
+    or the tokenizer's model_max_length (where sentence-transformers 6 keeps it)."""
     sbert = path / "sentence_bert_config.json"
     if sbert.is_file():
-        max_seq_length = json.loads(sbert.read_text()).get("max_seq_length")
-    return {"modules": [m.get("type") for m in modules], "max_seq_length": max_seq_length}
+        value = json.loads(sbert.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    tokenizer = path / "tokenizer_config.json"
+    if tokenizer.is_file():
+        value = json.loads(tokenizer.read_text()).get("model_max_length")
+        if isinstance(value, int) and value < 1_000_000:
+            return value
+    return None
 
 
 def weights_identity(path: Path) -> str:

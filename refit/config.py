@@ -170,6 +170,15 @@ def _as_spec(value: Any) -> Any:
     return {"path": value} if isinstance(value, str) else value
 
 
+def _with_template(configured: Any, path: Any) -> Any:
+    """A path given as a flag keeps how the config says to read the data (columns, range)."""
+    specs = _as_list(configured)
+    if not isinstance(path, str) or not specs or not isinstance(specs[0], dict):
+        return path
+    template = {k: v for k, v in specs[0].items() if k not in ("path", "name")}
+    return {**template, "path": path}
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RefitConfig:
     """Read ``path`` (optional), apply ``overrides`` (flags; None values are ignored), validate."""
     raw: dict[str, Any] = {}
@@ -198,8 +207,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             )
         raw = loaded or {}
     for key, value in (overrides or {}).items():
-        if value is not None and value != []:
-            raw[key] = value
+        if value is None or value == []:
+            continue
+        if key in ("new_data", "original_data") and isinstance(value, list):
+            value = [_with_template(raw.get(key), path) for path in value]
+        raw[key] = value
     try:
         return RefitConfig.model_validate(raw)
     except ValidationError as exc:

@@ -78,7 +78,9 @@ def expand(spec: DataSpec) -> list[FileRef]:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
     def to_uri(p: str) -> str:
-        return p if protocol in ("file", "local") else f"{protocol}://{p}"
+        if protocol in ("file", "local"):
+            return p  # absolute: the lineage must resolve from any working directory
+        return spec.path if p == root else fs.unstrip_protocol(p)
 
     if any(ch in spec.path for ch in "*?["):
         paths = sorted(fs.glob(root))
@@ -104,6 +106,15 @@ def expand(spec: DataSpec) -> list[FileRef]:
             fix="point at the files themselves or set format: in the data spec",
         )
     return files
+
+
+def absolute(spec: DataSpec) -> DataSpec:
+    """The same spec with a local path made absolute, as it is recorded in the lineage."""
+    fs, root = url_to_fs(spec.path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return spec.model_copy(update={"path": root})
+    return spec
 
 
 def _suffix(path: str) -> str:

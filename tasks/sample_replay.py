@@ -23,6 +23,7 @@ from refit.tasks.validate_data import (
     Problems,
     _score_column,
     _text_column,
+    normalize,
     pair_key,
 )
 
@@ -104,7 +105,7 @@ def sample_replay(
                 if mapping is None:
                     names = [n for n in batch.schema.names if n != ROW]
                     structure, mapping = map_columns(names, spec, ref.uri)
-                problems = Problems()
+                problems = Problems(track_mask=True)
                 columns = {
                     t: _text_column(batch, mapping[t], t, ref.uri, problems)
                     for t in TEXT_COLUMNS[structure]
@@ -120,6 +121,9 @@ def sample_replay(
                     else pa.array(np.zeros(batch.num_rows, dtype=bool))
                 )
                 by_pair, by_query = exclude.mask(table, structure)
+                a, b = TEXT_COLUMNS[structure][:2]
+                same = pc.fill_null(pc.equal(normalize(table[a]), normalize(table[b])), False)
+                bad = pc.or_(bad, same)
                 skip = pc.or_(pc.or_(by_pair, by_query), bad)
                 excluded += pc.sum(pc.or_(by_pair, by_query)).as_py() or 0
                 dropped += pc.sum(bad).as_py() or 0
@@ -163,8 +167,9 @@ def sample_replay(
                 Finding(
                     level="warning",
                     code="replay_invalid",
-                    message=f"{dropped} pool rows skipped as invalid: a replay file changed "
-                    "since it was delivered; check the files of the lineage",
+                    message=f"{dropped} pool rows skipped as invalid or with equal texts; if the "
+                    "count is large, a replay file changed since it was delivered: check the "
+                    "files of the lineage",
                     count=dropped,
                 )
             )

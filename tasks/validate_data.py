@@ -27,6 +27,7 @@ from prefect.logging import get_run_logger
 
 from refit.config import DataSpec, RefitConfig, RetrievalSpec
 from refit.dataio import (
+    absolute,
     ROW,
     TEXT_COLUMNS,
     content_hash,
@@ -108,9 +109,10 @@ class Problems:
 
     ROWS_KEPT = 20
 
-    def __init__(self) -> None:
+    def __init__(self, track_mask: bool = False) -> None:
         self.rows: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
         self.counts: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.track_mask = track_mask
         self.mask: pa.Array | None = None
 
     def add(
@@ -118,7 +120,8 @@ class Problems:
     ) -> None:
         """Record ``problem`` for the rows of ``rows`` where the boolean ``where`` is true."""
         where = pc.fill_null(where, False)
-        self.mask = where if self.mask is None else pc.or_(self.mask, where)
+        if self.track_mask:
+            self.mask = where if self.mask is None else pc.or_(self.mask, where)
         hit = pc.filter(rows, where)
         if len(hit) == 0:
             return
@@ -499,7 +502,7 @@ def validate_training_data(
         name=spec.name or _stem(spec.path),
         role=role,
         structure=structure,
-        spec=spec.model_dump(mode="json"),
+        spec=absolute(spec).model_dump(mode="json"),
         files=sources,
         rows=table.num_rows,
         clean_path=str(out_path),

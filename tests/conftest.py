@@ -94,7 +94,7 @@ def build_tiny_model(target: Path) -> Path:
     )
     BertModel(config).save_pretrained(backbone, safe_serialization=True)
     transformer = Transformer(str(backbone), max_seq_length=64)
-    pooling = Pooling(transformer.get_word_embedding_dimension(), "mean")
+    pooling = Pooling(transformer.get_embedding_dimension(), "mean")
     model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
     out = target / "model"
     model.save(str(out))
