@@ -27,9 +27,9 @@ from prefect.logging import get_run_logger
 
 from refit.config import DataSpec, RefitConfig, RetrievalSpec
 from refit.dataio import (
-    absolute,
     ROW,
     TEXT_COLUMNS,
+    absolute,
     content_hash,
     expand,
     iter_batches,

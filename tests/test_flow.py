@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
+from refit.flows.retrain import retrain
 
 from refit.config import RefitConfig
 from refit.errors import DataError, TrainingError
-from refit.flows.retrain import retrain
 from refit.registry import Registry
 
 pytestmark = pytest.mark.slow

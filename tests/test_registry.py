@@ -66,9 +66,8 @@ def test_a_second_run_is_refused_while_the_registry_is_locked(registry):
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(RegistryError) as info:
-            with registry.lock(timeout_s=0.2):
-                pass
+        with pytest.raises(RegistryError) as info, registry.lock(timeout_s=0.2):
+            pass
         assert f"pid {holder.pid}" in str(info.value)
         assert "lock_timeout_s" in str(info.value)
     finally:

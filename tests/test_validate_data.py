@@ -10,9 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
-
-from refit.config import DataSpec, RetrievalSpec
-from refit.errors import DataError
 from refit.tasks.validate_data import (
     LeakageIndex,
     load_eval_set,
@@ -20,6 +17,9 @@ from refit.tasks.validate_data import (
     split_holdout,
     validate_training_data,
 )
+
+from refit.config import DataSpec, RetrievalSpec
+from refit.errors import DataError
 
 
 def digest(path: Path) -> str:
@@ -50,7 +50,7 @@ def test_real_stsb_rows_validate_with_rescaled_scores(tmp_path):
     assert record.structure == "scored_pairs"
     assert record.rows == table.num_rows == distinct == 200 - record.dropped["duplicates"]
     assert table["score"].type == pa.float32()
-    assert 0.0 <= min(table["score"].to_pylist()) and max(table["score"].to_pylist()) <= 1.0
+    assert min(table["score"].to_pylist()) >= 0.0 and max(table["score"].to_pylist()) <= 1.0
     # The first STS-B train row has score 5.000: rescaled to exactly 1.0.
     assert table["score"][0].as_py() == pytest.approx(1.0)
     codes = {f.code for f in record.findings}
