@@ -9,10 +9,12 @@ The registry lock is held for the whole run: two runs on one registry never over
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -122,8 +124,11 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
                 max_seq_length=eval_len,
                 hyperparameters=cfg.training.model_dump(mode="json")
                 | {"replay": cfg.replay.model_dump(mode="json")},
-                run={"id": run_id, "identity": checkpoint.identity, "timings": dict(clock)},
+                run={"id": run_id, "timings": dict(clock)},
             )
+        # The candidate now lives in the registry; the training checkpoints (optimizer state
+        # included, several times the model's size) are no longer needed to resume.
+        shutil.rmtree(Path(trained.work_dir) / "checkpoints", ignore_errors=True)
         summary = {
             "decision": gate.decision,
             "version": version.version,

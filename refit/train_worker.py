@@ -181,7 +181,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         callbacks=[Progress()],
     )
     resume = latest_checkpoint(checkpoints)
-    emit("start", resume_from=str(resume) if resume else None, device=device, frozen=frozen)
+    emit(
+        "start",
+        pid=os.getpid(),
+        resume_from=str(resume) if resume else None,
+        device=device,
+        frozen=frozen,
+    )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started

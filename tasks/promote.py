@@ -18,6 +18,7 @@ from refit.tasks.evaluate import ModelScores, score_key
 from refit.tasks.fetch_checkpoint import Checkpoint
 from refit.tasks.fine_tune import TrainResult
 
+from refit.checkpoint import weights_identity
 from refit.records import DataRecord, EvalSet, GateResult, ModelVersion
 from refit.registry import Registry, now
 
@@ -72,6 +73,9 @@ def register_candidate(
     stored = store_eval_sets(registry, eval_sets)
     staging = registry.staging_dir()
     os.rename(train.model_dir, staging / "model")
+    # Each version records the identity of its own weights, so that `--model` naming any
+    # version of this lineage is recognised as the same model.
+    run = {**run, "identity": weights_identity(staging / "model")}
     record = ModelVersion(
         version=0,
         status=gate.decision,

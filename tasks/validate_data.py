@@ -484,14 +484,17 @@ def validate_training_data(
         findings += more
         dropped.update(leaked)
     if table.num_rows == 0:
+        if dropped:
+            counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in dropped.items())
+            raise DataError(
+                f"no usable rows left: all {total} rows were dropped ({counts})",
+                file=spec.path,
+                fix="deliver rows that are new, not duplicates, and not part of an evaluation set",
+            )
         raise DataError(
-            f"no usable rows left ({total} read, "
-            + ", ".join(f"{k}: {v}" for k, v in dropped.items())
-            + " dropped)"
-            if dropped
-            else "no usable rows (the file has a header but no data rows)",
+            "no usable rows: the data has a header but no data rows",
             file=spec.path,
-            fix="deliver rows that are new and not part of an evaluation set",
+            fix="deliver at least one row under the header",
         )
     long = long_text_finding(table, structure, tokenizer_dir, max_seq_length)
     if long:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
 from refit.flows.retrain import retrain
+from refit.tasks.report import artifact_key
 
 from refit.config import RefitConfig
 from refit.errors import DataError, TrainingError
@@ -28,6 +29,22 @@ def data(tmp_path) -> dict[str, Path]:
         "stsb_test": write_csv(tmp_path / "data" / "stsb-test.csv", stsb_rows("test", 120)),
         "scifact": write_jsonl(tmp_path / "data" / "scifact.jsonl", scifact_pairs(160)),
     }
+
+
+def read_artifact(key: str):
+    """The newest artifact under ``key``, read back through the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no artifact with key {key}"
+    return found[0]
 
 
 def first_run(tiny_model, data, registry, **extra):
@@ -58,6 +75,16 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
     assert registry.get(2).training["learning_rate"] == pytest.approx(2e-5)
     assert (registry.model_dir(2) / "model.safetensors").is_file()
     assert (registry.version_dir(2) / "README.md").read_text().startswith("# ")
+    assert not list((registry.root / "runs").glob("train-*/checkpoints"))
+    report = read_artifact(artifact_key(str(tiny_model), "report"))
+    assert "Decision: promoted" in report.data and "| stsb-test | spearman |" in report.data
+    history = read_artifact(artifact_key(str(tiny_model), "metrics")).data
+    rows = json.loads(history) if isinstance(history, str) else history
+    spearman = [r for r in rows if r["version"] == 2 and r["metric"] == "spearman"]
+    assert spearman[0]["value"] == pytest.approx(
+        first["metrics"]["candidate"]["stsb-test"]["spearman"], abs=1e-6
+    )
+    assert spearman[0]["champion"] is True
 
     # New pairs arrive; a floor no model reaches makes the gate reject the candidate.
     second = retrain(
