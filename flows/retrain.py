@@ -19,6 +19,9 @@ from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
+
+from refit.config import RefitConfig
+from refit.registry import Registry
 from refit.tasks.evaluate import evaluate_task
 from refit.tasks.fetch_checkpoint import fetch_checkpoint_task
 from refit.tasks.fine_tune import fine_tune_task
@@ -27,9 +30,6 @@ from refit.tasks.promote import register_base_task, register_candidate_task
 from refit.tasks.report import publish_report_task
 from refit.tasks.sample_replay import replay_size, sample_replay_task
 from refit.tasks.validate_data import validate_data_task
-
-from refit.config import RefitConfig
-from refit.registry import Registry
 
 
 class Stopwatch(dict):

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ FORMATS = {
     ".pq": "parquet",
 }
 BATCH_ROWS = 65_536
+# pyarrow parses CSV in blocks and a row may not span two of them: this is the longest row.
+CSV_BLOCK_BYTES = 1 << 24
 
 # Other names a column is commonly given; a name refit knows is always taken first.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -98,6 +101,8 @@ def expand(spec: DataSpec) -> list[FileRef]:
     for p in paths:
         if fs.isdir(p):
             continue
+        if p != root and protocol in ("file", "local"):
+            _check_local_member(p, root)
         files.append(FileRef(to_uri(p), spec.format or _format_of(p)))
     if not files:
         raise DataError(
@@ -106,6 +111,38 @@ def expand(spec: DataSpec) -> list[FileRef]:
             fix="point at the files themselves or set format: in the data spec",
         )
     return files
+
+
+def _check_local_member(path: str, root: str) -> None:
+    """A file found in a directory or by a glob must be a plain member of that place.
+
+    Refuses names that try path traversal (backslashes, '..' parts, control characters) and
+    symbolic links that lead outside the directory, so that a file dropped into a landing
+    directory cannot make refit read (or later copy) something elsewhere on the machine.
+    """
+    name = os.path.basename(path)
+    if (
+        "\\" in name
+        or ".." in name.replace("\\", "/").split("/")
+        or any(ord(c) < 32 for c in name)
+        or name.startswith("..")
+    ):
+        raise DataError(
+            f"the file name {name!r} looks like a path traversal attempt",
+            file=path,
+            fix="rename the file to a plain name (letters, digits, '-', '_', '.')",
+        )
+    if os.path.islink(path):
+        base = root if os.path.isdir(root) else os.path.dirname(root.split("*", 1)[0])
+        target = os.path.realpath(path)
+        inside = os.path.realpath(base)
+        if os.path.commonpath([target, inside]) != inside:
+            raise DataError(
+                f"is a symbolic link to {target}, outside {inside}",
+                file=path,
+                fix="copy the data into the directory instead of linking to it, or name the "
+                "file itself in the data spec",
+            )
 
 
 def absolute(spec: DataSpec) -> DataSpec:
@@ -228,7 +265,9 @@ def _csv_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.R
         newlines_in_values=quoted,
         invalid_row_handler=None,
     )
-    read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 22, use_threads=True)
+    read = pacsv.ReadOptions(
+        column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES, use_threads=True
+    )
     convert = pacsv.ConvertOptions(
         column_types={n: pa.string() for n in names},
         strings_can_be_null=False,
@@ -261,11 +300,19 @@ def _csv_error(ref: FileRef, exc: Exception, n_columns: int) -> DataError:
             file=ref.uri,
             fix="re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
         )
+    if "straddl" in message:
+        return DataError(
+            f"a row is longer than {CSV_BLOCK_BYTES >> 20} MiB",
+            file=ref.uri,
+            fix="split the text into shorter passages, or check for an unclosed quote that "
+            "joins many lines into one field",
+        )
     if "Expected" in message and "columns" in message:
         return DataError(
             f"a row has a different number of fields than the {n_columns} columns of the "
             f"header ({message.splitlines()[0]})",
             file=ref.uri,
+            rows=_first_ragged_row(ref, n_columns),
             fix="quote fields that contain the delimiter, or fix the row; a tab-separated "
             "file with stray quotes should be named .tsv (read without quoting)",
         )
@@ -274,6 +321,25 @@ def _csv_error(ref: FileRef, exc: Exception, n_columns: int) -> DataError:
         file=ref.uri,
         fix="check that the file is CSV/TSV with a header row, or set format: in the data spec",
     )
+
+
+def _first_ragged_row(ref: FileRef, n_columns: int) -> list[int]:
+    """The first data row whose field count differs from the header's (slow path, on error)."""
+    quoted = ref.format != "tsv"
+    with fsspec.open(ref.uri, "r", compression="infer", encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(
+            fh,
+            delimiter="\t" if ref.format == "tsv" else ",",
+            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+        )
+        try:
+            next(reader, None)
+            for row_number, fields in enumerate(reader, start=1):
+                if fields and len(fields) != n_columns:
+                    return [row_number]
+        except csv.Error:
+            return [reader.line_num - 1] if reader.line_num > 1 else []
+    return []
 
 
 def _first_bad_utf8_row(ref: FileRef) -> str:

@@ -14,13 +14,13 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from refit.tasks.evaluate import ModelScores, score_key
-from refit.tasks.fetch_checkpoint import Checkpoint
-from refit.tasks.fine_tune import TrainResult
 
 from refit.checkpoint import weights_identity
 from refit.records import DataRecord, EvalSet, GateResult, ModelVersion
 from refit.registry import Registry, now
+from refit.tasks.evaluate import ModelScores, score_key
+from refit.tasks.fetch_checkpoint import Checkpoint
+from refit.tasks.fine_tune import TrainResult
 
 
 def store_eval_sets(registry: Registry, eval_sets: list[EvalSet]) -> list[EvalSet]:

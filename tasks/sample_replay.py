@@ -18,6 +18,11 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+
+from refit.config import DataSpec
+from refit.dataio import ROW, TEXT_COLUMNS, expand, iter_batches, map_columns
+from refit.errors import DataError
+from refit.records import DataRecord, EvalSet, Finding, SourceFile
 from refit.tasks.validate_data import (
     LeakageIndex,
     Problems,
@@ -26,11 +31,6 @@ from refit.tasks.validate_data import (
     normalize,
     pair_key,
 )
-
-from refit.config import DataSpec
-from refit.dataio import ROW, TEXT_COLUMNS, expand, iter_batches, map_columns
-from refit.errors import DataError
-from refit.records import DataRecord, EvalSet, Finding, SourceFile
 
 KEY = "__key"
 

@@ -8,13 +8,13 @@ import signal
 
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
-from refit.tasks.fine_tune import choose_learning_rate, choose_losses, fine_tune
-from refit.tasks.validate_data import validate_training_data
 
 from refit.config import DataSpec, TrainingConfig
 from refit.errors import ConfigError, TrainingError
 from refit.records import ModelVersion
 from refit.registry import now
+from refit.tasks.fine_tune import choose_learning_rate, choose_losses, fine_tune
+from refit.tasks.validate_data import validate_training_data
 
 pytestmark = pytest.mark.slow
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
-from refit.flows.retrain import retrain
-from refit.tasks.report import artifact_key
 
 from refit.config import RefitConfig
 from refit.errors import DataError, TrainingError
+from refit.flows.retrain import retrain
 from refit.registry import Registry
+from refit.tasks.report import artifact_key
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from refit.tasks.gate import apply_gate
 
 from refit.config import DEFAULT_GATE, GateCheck, load_config
 from refit.errors import ConfigError
 from refit.records import EvalSet
+from refit.tasks.gate import apply_gate
 
 
 def es(name: str, kind: str = "scored_pairs", primary: str = "spearman") -> EvalSet:

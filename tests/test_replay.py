@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
-from refit.tasks.sample_replay import Reservoir, exclusion_index, replay_size, sample_replay
-from refit.tasks.validate_data import LeakageIndex, load_eval_set, validate_training_data
 
 from refit.config import DataSpec
+from refit.tasks.sample_replay import Reservoir, exclusion_index, replay_size, sample_replay
+from refit.tasks.validate_data import LeakageIndex, load_eval_set, validate_training_data
 
 
 def pool_record(path, tmp_path, name, **spec):

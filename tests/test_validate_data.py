@@ -10,6 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
+
+from refit.config import DataSpec, RetrievalSpec
+from refit.errors import DataError
 from refit.tasks.validate_data import (
     LeakageIndex,
     load_eval_set,
@@ -17,9 +20,6 @@ from refit.tasks.validate_data import (
     split_holdout,
     validate_training_data,
 )
-
-from refit.config import DataSpec, RetrievalSpec
-from refit.errors import DataError
 
 
 def digest(path: Path) -> str:
