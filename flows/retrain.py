@@ -21,6 +21,7 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from refit.config import RefitConfig
+from refit.faults import crash_point
 from refit.registry import Registry
 from refit.tasks.evaluate import evaluate_task
 from refit.tasks.fetch_checkpoint import fetch_checkpoint_task
@@ -52,7 +53,8 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     root = str(registry.root)
     with registry.lock(cfg.lock_timeout_s):
-        registry.clean_stale()
+        for note in registry.recover():
+            logger.warning("Registry recovered from an interrupted run: %s", note)
         with clock("fetch checkpoint"):
             checkpoint = fetch_checkpoint_task(cfg, root)
         first_run = checkpoint.is_new_registry
@@ -63,6 +65,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             prepared = validate_data_task(
                 cfg, lineage_sets, run_dir, checkpoint.model_dir, train_len, first_run
             )
+        crash_point("after-validation")
         if first_run:
             parent = register_base_task(
                 root, checkpoint, prepared.original, prepared.base_eval_sets
@@ -97,6 +100,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
                 registry.root / "runs",
                 cfg.trust_remote_code,
             )
+        crash_point("after-training")
         eval_len = cfg.evaluation.max_seq_length or cfg.training.max_seq_length
         with clock("evaluate"):
             candidate, champion = evaluate_task(
@@ -108,6 +112,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
                 eval_len,
                 cfg.trust_remote_code,
             )
+        crash_point("after-evaluation")
         gate = gate_task(
             list(cfg.gate_checks), prepared.eval_sets, candidate.metrics, champion.metrics
         )
@@ -178,6 +183,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
                 "steps": trained.global_step,
                 "loss": trained.training_loss,
                 "resumed_from": trained.resumed_from,
+                "reused": trained.reused,
                 "device": trained.device,
             },
             "champion_scores_reused": champion.reused,

@@ -34,6 +34,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from refit.errors import RegistryError
+from refit.faults import crash_point
 from refit.fsutil import append_line, fsync_dir, read_json, write_json
 from refit.records import DataRecord, EvalSet, ModelVersion
 
@@ -189,6 +190,7 @@ class Registry:
         version = (numbers[-1] + 1) if numbers else 1
         record = record.model_copy(update={"version": version})
         write_json(staging / "version.json", record.model_dump(mode="json"))
+        crash_point("while-registering")
         os.rename(staging, self.version_dir(version))
         fsync_dir(self.versions_dir)
         return version
@@ -203,7 +205,11 @@ class Registry:
         previous = None
         if (self.root / "aliases.json").is_file():
             previous = self.champion()
-        write_json(self.root / "aliases.json", {"champion": version, "updated_at": now()})
+        write_json(
+            self.root / "aliases.json",
+            {"champion": version, "updated_at": now()},
+            before_replace=lambda: crash_point("while-switching-alias"),
+        )
         self.log(event, version=version, previous_champion=previous, reason=reason, **extra)
 
     def log(self, event: str, **fields: Any) -> None:
@@ -228,6 +234,39 @@ class Registry:
                     raise
             fsync_dir(target.parent)
         return {role: str(target / f"{role}.parquet") for role in files}
+
+    def recover(self) -> list[str]:
+        """Finish what a crashed run left between two atomic steps; returns what was done.
+
+        A version directory appears by one rename and the alias by another, so a crash can only
+        leave a version registered whose alias switch or log line never happened. A promoted
+        version newer than the champion gets the alias it was granted; a missing log line is
+        written. Staging directories of crashed runs are removed.
+        """
+        self.clean_stale()
+        done: list[str] = []
+        versions = self.versions()
+        if not versions:
+            return done
+        if not (self.root / "aliases.json").is_file():
+            self.set_champion(versions[0].version, "register", reason="completed after a crash")
+            done.append(f"made version {versions[0].version} champion (registration interrupted)")
+        logged = {(e["event"], e.get("version")) for e in self.promotions()}
+        champion = self.champion()
+        for v in versions:
+            if v.status == "promoted" and ("promote", v.version) not in logged:
+                if v.version > champion:
+                    self.set_champion(
+                        v.version,
+                        "promote",
+                        reason="completed after a crash: " + "; ".join(v.reasons),
+                    )
+                    champion = v.version
+                    done.append(f"completed the promotion of version {v.version}")
+            elif v.status == "rejected" and ("reject", v.version) not in logged:
+                self.log("reject", version=v.version, reason="; ".join(v.reasons), recovered=True)
+                done.append(f"logged the rejection of version {v.version}")
+        return done
 
     def clean_stale(self, older_than_s: float = 0.0) -> None:
         """Remove staging directories left by crashed runs (they were never versions)."""

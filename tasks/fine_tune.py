@@ -54,6 +54,9 @@ class TrainResult(Record):
     resumed_from: str | None = None
     device: str = "cpu"
     datasets: dict[str, int]
+    # True when an earlier attempt had already finished this exact training (a rerun after a
+    # crash): the candidate was taken from it and no training process ran.
+    reused: bool = False
 
 
 def choose_losses(
@@ -143,7 +146,8 @@ def fine_tune(
     output = work / "model"
     summary_file = output / "refit_training.json"
 
-    if not summary_file.is_file():
+    reused = summary_file.is_file()
+    if not reused:
         datasets = []
         for s in sets:
             path = work / f"train-{s['name']}.parquet"
@@ -179,7 +183,16 @@ def fine_tune(
         spec_path.write_text(json.dumps(spec, indent=2))
         if output.exists():
             shutil.rmtree(output)
-        run_worker(spec_path, work / "worker.log", training.timeout_s, on_event)
+        try:
+            run_worker(spec_path, work / "worker.log", training.timeout_s, on_event)
+        except BaseException:
+            # A half-saved model must never be mistaken for a finished one; incomplete
+            # checkpoints (no trainer_state.json) cannot be resumed from either.
+            shutil.rmtree(output, ignore_errors=True)
+            for checkpoint in (work / "checkpoints").glob("checkpoint-*"):
+                if not (checkpoint / "trainer_state.json").is_file():
+                    shutil.rmtree(checkpoint, ignore_errors=True)
+            raise
 
     summary = json.loads(summary_file.read_text())
     return TrainResult(
@@ -194,6 +207,7 @@ def fine_tune(
         resumed_from=summary.get("resumed_from"),
         device=summary.get("device", "cpu"),
         datasets={s["name"]: s["rows"] for s in sets},
+        reused=reused,
     )
 
 
@@ -269,12 +283,15 @@ def run_worker(
     message = last.get("message") if last.get("event") == "error" else None
     if code < 0:
         message = f"the training process was killed by signal {-code}"
+    fix = "read the log above; a rerun resumes from the last checkpoint"
+    if "No space left" in (message or "") + tail:
+        fix = f"free disk space where the registry keeps its runs ({log_path.parent.parent})"
     raise TrainingError(
         f"training failed after {time.monotonic() - started:.0f} s: "
         f"{message or 'the training process exited with code ' + str(code)}"
         + (f"\n{tail}" if tail else ""),
         file=str(log_path),
-        fix="read the log above; a rerun resumes from the last checkpoint",
+        fix=fix,
     )
 
 
