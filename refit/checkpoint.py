@@ -139,8 +139,69 @@ def inspect_checkpoint(path: Path, trust_remote_code: bool = False) -> dict[str,
                 file=str(folder),
                 fix="restore model.safetensors from the original checkpoint",
             )
+        if kind == "Transformer" and safetensors and not trust_remote_code:
+            check_weights_match_config(folder, [folder / f for f in safetensors])
 
     return {"modules": [m.get("type") for m in modules], "max_seq_length": max_seq_length(path)}
+
+
+def check_weights_match_config(folder: Path, files: list[Path]) -> None:
+    """Compare the tensors in the safetensors headers with the architecture config.json names.
+
+    The architecture is built on torch's meta device (no memory, no weights loaded) and only
+    the file headers are read, so this costs about a second even for large models.
+    """
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        with torch.device("meta"):
+            model = AutoModel.from_config(config)
+    except (ValueError, KeyError, OSError) as exc:
+        raise CheckpointError(
+            f"config.json does not describe an architecture transformers can build ({exc})",
+            file=str(folder / "config.json"),
+            fix="restore config.json from the original checkpoint",
+        ) from exc
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    prefix = f"{model.base_model_prefix}."
+    found: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    name = key[len(prefix) :] if key.startswith(prefix) else key
+                    found[name] = tuple(fh.get_slice(key).get_shape())
+        except Exception as exc:  # noqa: BLE001 - any header error means an unusable file
+            raise CheckpointError(
+                f"the weights file cannot be read ({exc})",
+                file=str(file),
+                fix="restore the weights from the original checkpoint",
+            ) from exc
+    mismatched = [
+        f"{k} {found[k]} != {expected[k]}"
+        for k in expected
+        if k in found and found[k] != expected[k]
+    ]
+    unexpected = [k for k in found if k not in expected and not k.endswith("position_ids")]
+    missing = [k for k in expected if k not in found and not k.startswith("pooler.")]
+    if mismatched or unexpected or missing:
+        details = "; ".join(
+            part
+            for part in (
+                f"shapes differ: {', '.join(mismatched[:3])}" if mismatched else "",
+                f"not in the architecture: {', '.join(unexpected[:3])}" if unexpected else "",
+                f"missing: {', '.join(missing[:3])}" if missing else "",
+            )
+            if part
+        )
+        raise CheckpointError(
+            f"the weights do not match config.json ({details})",
+            file=str(folder),
+            fix="use the config.json that was saved with these weights",
+        )
 
 
 def max_seq_length(path: Path) -> int | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from refit.redact import redact
+
 MAX_ROWS_SHOWN = 5
 
 
@@ -52,7 +54,7 @@ class RefitError(Exception):
         text = (", ".join(where) + ": " if where else "") + self.problem
         if self.fix:
             text += f". Fix: {self.fix}"
-        return text
+        return redact(text)
 
 
 class DataError(RefitError):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from refit.redact import redact
 
 Status = Literal["registered", "promoted", "rejected"]
 
@@ -20,6 +22,11 @@ class SourceFile(Record):
     uri: str
     sha256: str
     rows: int | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _no_secrets(cls, uri: str) -> str:
+        return redact(uri)
 
 
 class Finding(Record):

@@ -74,3 +74,22 @@ def test_weights_identity_changes_with_the_weights(tiny_model, tmp_path):
         fh.seek(-4, 2)
         fh.write(b"\x00\x01\x02\x03")
     assert weights_identity(copy) != before
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tiny_model):
+    config = json.loads((tiny_model / "config.json").read_text())
+    config["hidden_size"] = 48
+    config["num_attention_heads"] = 4
+    (tiny_model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        inspect_checkpoint(tiny_model)
+    assert "do not match config.json" in str(info.value)
+    assert "shapes differ" in str(info.value)
+
+
+def test_a_config_with_fewer_layers_than_the_weights_is_refused(tiny_model):
+    config = json.loads((tiny_model / "config.json").read_text())
+    config["num_hidden_layers"] = 1
+    (tiny_model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="not in the architecture: encoder.layer.1"):
+        inspect_checkpoint(tiny_model)

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import scifact_pairs, stsb_rows, write_csv, write_jsonl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from refit.config import DataSpec, RetrievalSpec
 from refit.errors import DataError
@@ -335,3 +337,33 @@ def test_first_run_holds_out_original_data_as_a_weak_signal(tmp_path):
     assert prepared.base_eval_sets == [names["orig-heldout"]]
     dropped = sum(prepared.original[0].dropped.values())
     assert prepared.original[0].rows + names["orig-heldout"].rows + dropped == 200
+
+
+texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(texts, texts), min_size=1, max_size=8),
+    fmt=st.sampled_from(["csv", "jsonl"]),
+)
+def test_the_validator_never_accepts_a_row_with_an_empty_text(tmp_path, rows, fmt):
+    path = tmp_path / f"prop.{fmt}"
+    records = [{"anchor": a, "positive": p} for a, p in rows]
+    if fmt == "csv":
+        write_csv(path, records, ["anchor", "positive"])
+    else:
+        write_jsonl(path, records)
+    has_empty = any(not a.strip() or not p.strip() for a, p in rows)
+    try:
+        record = validate_training_data(DataSpec(path=str(path)), "new", tmp_path / "p.parquet")
+    except DataError as exc:
+        if has_empty:
+            assert "empty" in str(exc) or "null" in str(exc)
+        return
+    assert not has_empty, "a row with an empty text was accepted"
+    table = pq.read_table(record.clean_path)
+    for column in ("anchor", "positive"):
+        assert all(t.strip() for t in table[column].to_pylist())
