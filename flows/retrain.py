@@ -194,7 +194,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             "timings": dict(clock),
             "run_id": run_id,
         }
-        publish_report_task(summary, root, registry.meta()["model"])
+        publish_report_task(summary, root)
         logger.info(
             "Decision: %s. Version %d registered at %s; champion is version %d",
             gate.decision,

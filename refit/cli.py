@@ -244,6 +244,67 @@ def _previous_champion(reg, current: int) -> int:
     return parent
 
 
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", help="YAML configuration file.")],
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry directory.")] = None,
+) -> None:
+    """Serve the model's deployment: nightly schedule and data-landed trigger, one run at a time."""
+    _quiet_environment()
+    from refit.config import load_config
+    from refit.unattended import build_deployment, check_server, model_slug
+
+    try:
+        cfg = load_config(config, {"registry": str(registry) if registry else None})
+        url = check_server()
+        deployment = build_deployment(cfg, config)
+    except RefitError as exc:
+        _fail(exc, False)
+        return
+    typer.secho(
+        f"Serving refit-{model_slug(cfg)} at {url}: schedule {cfg.schedule.cron or 'none'} "
+        f"({cfg.schedule.timezone}), trigger on refit.data.landed",
+        err=True,
+    )
+    from prefect import serve as prefect_serve
+
+    prefect_serve(deployment)
+
+
+@app.command()
+def watch(
+    location: Annotated[
+        str | None, typer.Argument(help="Landing directory or fsspec URL (default: config).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML configuration file.")
+    ] = None,
+    registry: Annotated[Path | None, typer.Option("--registry", help="Registry directory.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Check once, announce, and exit.")] = False,
+) -> None:
+    """Announce complete new data files in LOCATION, one data-landed event per batch."""
+    _quiet_environment()
+    import logging
+
+    from refit.config import load_config
+    from refit.unattended import Watcher, check_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = load_config(config, {"registry": str(registry) if registry else None})
+        if location:
+            cfg = cfg.model_copy(
+                update={"landing": cfg.landing.model_copy(update={"location": location})}
+            )
+        check_server()
+        watcher = Watcher(cfg)
+    except RefitError as exc:
+        _fail(exc, False)
+        return
+    typer.secho(f"Watching {cfg.landing.location} for refit-{watcher.slug}", err=True)
+    watcher.run(once=once)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -22,22 +22,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataSpec(Strict):
-    """One data set: a file, a directory or a glob, local or any fsspec URL.
+class ReadSpec(Strict):
+    """How to read a data set's files: format, delimiter, column names, structure, score range.
 
     ``columns`` maps refit's column names (sentence1, sentence2, score, anchor, positive,
     negative) to the names in the file; columns are found by name, never by position.
     """
 
-    path: str
-    name: str | None = None
     format: Literal["csv", "tsv", "jsonl", "parquet"] | None = None
     delimiter: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     structure: Structure | None = None
     score_range: tuple[float, float] = (0.0, 1.0)
-    # For an evaluation set: which data it measures, the new delivery or the original data.
-    covers: Literal["new", "original"] = "new"
 
     @field_validator("columns")
     @classmethod
@@ -57,6 +53,15 @@ class DataSpec(Strict):
         if not rng[0] < rng[1]:
             raise ValueError(f"score_range {list(rng)} must be [low, high] with low < high")
         return rng
+
+
+class DataSpec(ReadSpec):
+    """One data set: a file, a directory or a glob, local or any fsspec URL, and how to read it."""
+
+    path: str
+    name: str | None = None
+    # For an evaluation set: which data it measures, the new delivery or the original data.
+    covers: Literal["new", "original"] = "new"
 
 
 class RetrievalSpec(Strict):
@@ -125,6 +130,30 @@ class GateCheck(Strict):
         return self
 
 
+class LandingConfig(Strict):
+    """Where new data lands and how refit decides that a file is complete."""
+
+    # A local directory or an fsspec URL (s3://bucket/prefix); None: no landing place.
+    location: str | None = None
+    # A file counts as complete when its size has not changed for this long...
+    settle_seconds: float = Field(5.0, ge=0.0)
+    # ...or, when set, once a marker file with this suffix exists beside it (x.csv.done).
+    marker_suffix: str | None = None
+    # How often object stores (and, as a fallback, local directories) are listed.
+    poll_seconds: float = Field(10.0, gt=0.0)
+    # Batches that fail validation are copied here with their report (default: in the registry).
+    quarantine: str | None = None
+    # How to read landed files (columns, score range...), as for a new_data entry.
+    read: ReadSpec = ReadSpec()
+
+
+class ScheduleConfig(Strict):
+    cron: str | None = "0 2 * * *"  # nightly at 02:00; None: no schedule
+    timezone: str = "UTC"
+    # A trigger while a run of the same model is going: wait as a queued run, or cancel it.
+    on_collision: Literal["enqueue", "cancel"] = "enqueue"
+
+
 DEFAULT_GATE = (GateCheck(eval_set="*", metric="primary", max_drop=0.01),)
 
 
@@ -144,6 +173,8 @@ class RefitConfig(Strict):
     trust_remote_code: bool = False
     # How long a run waits for another run on the same registry to finish before giving up.
     lock_timeout_s: float = Field(0.0, ge=0.0)
+    landing: LandingConfig = LandingConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     @field_validator("new_data", "original_data", mode="before")
     @classmethod

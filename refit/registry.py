@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -37,6 +38,16 @@ from refit.errors import RegistryError
 from refit.faults import crash_point
 from refit.fsutil import append_line, fsync_dir, read_json, write_json
 from refit.records import DataRecord, EvalSet, ModelVersion
+
+
+def slug(source: str) -> str:
+    """A short, stable name for a model: the last part of its path or id, lower-case, dashes.
+
+    Used in Prefect artifact keys, deployment names and event resources, which allow only
+    lower-case letters, digits and dashes.
+    """
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "model"
 
 
 def now() -> str:
@@ -62,6 +73,10 @@ class Registry:
         path = self.root / "runs" / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def model_name(self) -> str:
+        """The slug of the model this registry holds."""
+        return slug(self.meta()["model"])
 
     def exists(self) -> bool:
         return (self.root / "registry.json").is_file()

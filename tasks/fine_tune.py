@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -321,6 +322,11 @@ def fine_tune_task(
 ) -> TrainResult:
     logger = get_run_logger()
     state = {"last_logged": 0.0}
+    # The training process reports to this task, which keeps a progress artifact current so
+    # that the Prefect UI shows steps done of total and the current loss while it trains.
+    progress_id = create_progress_artifact(
+        progress=0.0, key="refit-training-progress", description="training: starting"
+    )
 
     def on_event(event: dict[str, Any]) -> None:
         if event.get("event") == "start":
@@ -331,6 +337,13 @@ def fine_tune_task(
             now = time.monotonic()
             if now - state["last_logged"] >= 5 or event.get("step") == event.get("total"):
                 state["last_logged"] = now
+                with contextlib.suppress(Exception):  # the UI is informative, never fatal
+                    update_progress_artifact(
+                        progress_id,
+                        progress=100.0 * event["step"] / max(1, event.get("total") or 1),
+                        description=f"training: step {event['step']} of {event.get('total')}, "
+                        f"loss {_fmt(event.get('loss'))}",
+                    )
                 logger.info(
                     "Training step %s of %s, loss %s, learning rate %s",
                     event.get("step"),
@@ -342,6 +355,13 @@ def fine_tune_task(
     result = fine_tune(
         base_model, parent, new, replay, training, runs_dir, trust_remote_code, on_event
     )
+    with contextlib.suppress(Exception):
+        update_progress_artifact(
+            progress_id,
+            progress=100.0,
+            description=f"training: done, {result.global_step} steps, mean loss "
+            f"{result.training_loss:.4f}",
+        )
     logger.info(
         "Trained %d steps on %d rows in %.0f s (final mean loss %.4f); candidate at %s",
         result.global_step,

@@ -8,7 +8,6 @@ across runs as the metric history.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from prefect import task
@@ -19,9 +18,8 @@ from refit.registry import Registry
 
 
 def artifact_key(model: str, kind: str) -> str:
-    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[-40:].strip("-") or "model"
-    return f"refit-{slug}-{kind}"
+    """The artifact key of one model (its slug, see Registry.model_name) and kind."""
+    return f"refit-{model}-{kind}"
 
 
 def _f(value: Any, signed: bool = False) -> str:
@@ -123,7 +121,9 @@ def history_rows(registry: Registry) -> list[dict[str, Any]]:
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report_task(summary: dict[str, Any], registry_root: str, model: str) -> str:
+def publish_report_task(summary: dict[str, Any], registry_root: str) -> str:
+    registry = Registry(registry_root)
+    model = registry.model_name()
     markdown = render_markdown(summary)
     create_markdown_artifact(
         key=artifact_key(model, "report"),
@@ -132,7 +132,7 @@ def publish_report_task(summary: dict[str, Any], registry_root: str, model: str)
     )
     create_table_artifact(
         key=artifact_key(model, "metrics"),
-        table=history_rows(Registry(registry_root)),
+        table=history_rows(registry),
         description=f"Metric history of every version of {model}",
     )
     return markdown

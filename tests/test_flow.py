@@ -76,9 +76,9 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
     assert (registry.model_dir(2) / "model.safetensors").is_file()
     assert (registry.version_dir(2) / "README.md").read_text().startswith("# ")
     assert not list((registry.root / "runs").glob("train-*/checkpoints"))
-    report = read_artifact(artifact_key(str(tiny_model), "report"))
+    report = read_artifact(artifact_key(registry.model_name(), "report"))
     assert "Decision: promoted" in report.data and "| stsb-test | spearman |" in report.data
-    history = read_artifact(artifact_key(str(tiny_model), "metrics")).data
+    history = read_artifact(artifact_key(registry.model_name(), "metrics")).data
     rows = json.loads(history) if isinstance(history, str) else history
     spearman = [r for r in rows if r["version"] == 2 and r["metric"] == "spearman"]
     assert spearman[0]["value"] == pytest.approx(
