@@ -134,28 +134,27 @@ class Watcher:
         # changes afterwards is looked at again.
         self.handled: dict[str, int] = {}
 
-    def complete(self, now: float) -> list[str]:
-        """Files that are done arriving: a marker exists, or the size held for settle_seconds."""
+    def complete(self, now: float) -> dict[str, int]:
+        """Files done arriving, with their sizes: a marker exists, or the size held for
+        settle_seconds."""
         marker = self.cfg.landing.marker_suffix
-        ready = []
+        ready = {}
         for uri, size in list_files(self.location, marker).items():
             if marker:
                 if has_marker(uri, marker):
-                    ready.append(uri)
+                    ready[uri] = size
                 continue
             last = self.sizes.get(uri)
             if last is None or last[0] != size:
                 self.sizes[uri] = (size, now)
             elif now - last[1] >= self.cfg.landing.settle_seconds:
-                ready.append(uri)
-        return sorted(ready)
+                ready[uri] = size
+        return ready
 
     def check(self, now: float | None = None) -> list[LandedFile]:
         """One pass: announce the complete files whose content nobody has seen yet."""
         now = time.monotonic() if now is None else now
-        ready = [
-            u for u in self.complete(now) if self.handled.get(u) != self.sizes.get(u, (None,))[0]
-        ]
+        ready = sorted(u for u, size in self.complete(now).items() if self.handled.get(u) != size)
         if not ready:
             return []
         described = describe(ready)
