@@ -101,6 +101,10 @@ class TrainingConfig(Strict):
     seed: int = 42
     timeout_s: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1)
+    # Training processes (torch distributed, launched with torchrun): None means one per
+    # visible GPU, or a single process without a GPU. Each process takes batch_size / processes
+    # examples per step, so the global batch and the schedule stay those of one process.
+    processes: int | None = Field(None, ge=1)
 
 
 class EvaluationConfig(Strict):

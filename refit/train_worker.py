@@ -34,8 +34,14 @@ INPUT_COLUMNS = {
 }
 
 
+RANK = int(os.environ.get("RANK", "0"))
+WORLD_SIZE = int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    """One event line for the parent; in a distributed run only rank 0 speaks."""
+    if RANK == 0:
+        print(json.dumps({"event": event, **fields}), flush=True)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -139,7 +145,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         output_dir=str(checkpoints),
         num_train_epochs=spec["epochs"],
         max_steps=spec.get("max_steps") or -1,
-        per_device_train_batch_size=spec["batch_size"],
+        per_device_train_batch_size=max(1, spec["batch_size"] // WORLD_SIZE),
         learning_rate=spec["learning_rate"],
         lr_scheduler_type="linear",
         save_strategy="steps",
@@ -154,6 +160,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         batch_sampler=BatchSamplers.NO_DUPLICATES if in_batch else BatchSamplers.BATCH_SAMPLER,
         dataloader_drop_last=False,
         disable_tqdm=True,
+        ddp_backend=("gloo" if device == "cpu" else "nccl") if WORLD_SIZE > 1 else None,
         **precision(torch),
         **warmup,
     )
@@ -195,6 +202,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise NonFiniteLoss(f"the mean training loss is {result.training_loss}")
 
     output = Path(spec["output_dir"])
+    if RANK != 0:
+        return {"rank": RANK}
     model.save(str(output), safe_serialization=True)
     history = [
         {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
@@ -208,6 +217,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "samples": sum(len(d) for d in train_sets.values()),
         "resumed_from": str(resume) if resume else None,
         "device": device,
+        "world_size": trainer.args.world_size,
         "frozen_parameters": frozen,
         "history": history,
         **precision(torch),

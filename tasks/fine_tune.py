@@ -54,6 +54,7 @@ class TrainResult(Record):
     samples: int
     resumed_from: str | None = None
     device: str = "cpu"
+    world_size: int = 1
     datasets: dict[str, int]
     # True when an earlier attempt had already finished this exact training (a rerun after a
     # crash): the candidate was taken from it and no training process ran.
@@ -185,7 +186,13 @@ def fine_tune(
         if output.exists():
             shutil.rmtree(output)
         try:
-            run_worker(spec_path, work / "worker.log", training.timeout_s, on_event)
+            run_worker(
+                spec_path,
+                work / "worker.log",
+                training.timeout_s,
+                on_event,
+                processes=training_processes(training),
+            )
         except BaseException:
             # A half-saved model must never be mistaken for a finished one; incomplete
             # checkpoints (no trainer_state.json) cannot be resumed from either.
@@ -207,6 +214,7 @@ def fine_tune(
         samples=summary["samples"],
         resumed_from=summary.get("resumed_from"),
         device=summary.get("device", "cpu"),
+        world_size=summary.get("world_size", 1),
         datasets={s["name"]: s["rows"] for s in sets},
         reused=reused,
     )
@@ -222,17 +230,44 @@ def _concat_parquet(paths: list[str], out: Path) -> None:
     os.replace(tmp, out)
 
 
+def training_processes(training: TrainingConfig) -> int:
+    """How many training processes: as configured, else one per visible GPU."""
+    if training.processes:
+        return training.processes
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
 def run_worker(
     spec_path: Path,
     log_path: Path,
     timeout_s: float | None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Run the training process; stream its events; kill it (and its children) on timeout."""
+    """Run the training process; stream its events; kill it (and its children) on timeout.
+
+    With several processes, torchrun launches them (one per GPU); they share the process
+    group, so a timeout stops them all.
+    """
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    command = [sys.executable, "-m", "refit.train_worker", str(spec_path)]
+    if processes > 1:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc-per-node={processes}",
+            "-m",
+            "refit.train_worker",
+            str(spec_path),
+        ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "refit.train_worker", str(spec_path)],
+            command,
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,
