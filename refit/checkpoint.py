@@ -65,14 +65,7 @@ def inspect_checkpoint(path: Path, trust_remote_code: bool = False) -> dict[str,
     where = str(path)
     modules_file = path / "modules.json"
     if modules_file.is_file():
-        try:
-            modules = json.loads(modules_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(
-                f"modules.json is not valid JSON ({exc.msg})",
-                file=str(modules_file),
-                fix="restore modules.json from the original checkpoint",
-            ) from exc
+        modules = _read_json(modules_file)
     elif (path / "config.json").is_file():
         modules = [{"type": "sentence_transformers.models.Transformer", "path": ""}]
     else:
@@ -96,14 +89,7 @@ def inspect_checkpoint(path: Path, trust_remote_code: bool = False) -> dict[str,
     for config_name in ("config.json", "config_sentence_transformers.json"):
         cfg_path = path / config_name
         if cfg_path.is_file():
-            try:
-                cfg = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise CheckpointError(
-                    f"{config_name} is not valid JSON ({exc.msg})",
-                    file=str(cfg_path),
-                    fix="restore the file from the original checkpoint",
-                ) from exc
+            cfg = _read_json(cfg_path)
             if (cfg.get("auto_map") or cfg.get("trust_remote_code")) and not trust_remote_code:
                 raise CheckpointError(
                     f"{config_name} asks for custom model code (auto_map/trust_remote_code)",
@@ -143,6 +129,17 @@ def inspect_checkpoint(path: Path, trust_remote_code: bool = False) -> dict[str,
             check_weights_match_config(folder, [folder / f for f in safetensors])
 
     return {"modules": [m.get("type") for m in modules], "max_seq_length": max_seq_length(path)}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path.name} is not valid JSON ({exc})",
+            file=str(path),
+            fix=f"restore {path.name} from the original checkpoint",
+        ) from exc
 
 
 def check_weights_match_config(folder: Path, files: list[Path]) -> None:

@@ -32,6 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from refit.config import TrainingConfig
+from refit.dataio import content_hash
 from refit.errors import ConfigError, TrainingError
 from refit.records import DataRecord, ModelVersion, Record
 
@@ -109,14 +110,6 @@ def training_sets(new: list[DataRecord], replay: list[DataRecord]) -> list[dict[
     return sets
 
 
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fine_tune(
     base_model: Path,
     parent: ModelVersion,
@@ -136,7 +129,7 @@ def fine_tune(
             {
                 "parent": parent.version,
                 "base": str(base_model),
-                "data": {s["name"]: [_file_digest(p) for p in s["paths"]] for s in sets},
+                "data": {s["name"]: [content_hash(p) for p in s["paths"]] for s in sets},
                 "losses": losses,
                 "settings": settings,
             },

@@ -212,16 +212,8 @@ def _score_column(
     lo, hi = spec.score_range
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         text = col.to_pandas()
-        missing = text.isna() | (text.str.strip() == "")
+        missing = (text.isna() | (text.str.strip() == "")).to_numpy()
         values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
-        problems.add(
-            uri,
-            source,
-            "score is missing",
-            f"give every row a number in [{lo:g}, {hi:g}]",
-            rows,
-            pa.array(missing.to_numpy()),
-        )
         casts.add("text")
     elif (
         pa.types.is_integer(col.type)
@@ -229,16 +221,8 @@ def _score_column(
         or pa.types.is_boolean(col.type)
     ):
         casts.add(str(col.type))
-        missing = pd.Series(pc.is_null(col).to_numpy(zero_copy_only=False))
+        missing = pc.is_null(col).to_numpy(zero_copy_only=False)
         values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        problems.add(
-            uri,
-            source,
-            "score is missing",
-            f"give every row a number in [{lo:g}, {hi:g}]",
-            rows,
-            pa.array(missing.to_numpy()),
-        )
     else:
         problems.add(
             uri,
@@ -249,8 +233,16 @@ def _score_column(
             pa.array(np.ones(len(col), dtype=bool)),
         )
         return pa.array(np.zeros(len(col), dtype="float32"))
+    problems.add(
+        uri,
+        source,
+        "score is missing",
+        f"give every row a number in [{lo:g}, {hi:g}]",
+        rows,
+        pa.array(missing),
+    )
     values = np.asarray(values, dtype="float64")
-    nan = np.isnan(values) & ~missing.to_numpy()
+    nan = np.isnan(values) & ~missing
     inf = np.isinf(values)
     problems.add(
         uri,
