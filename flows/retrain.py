@@ -28,7 +28,7 @@ from refit.tasks.fetch_checkpoint import fetch_checkpoint_task
 from refit.tasks.fine_tune import fine_tune_task
 from refit.tasks.gate import gate_task
 from refit.tasks.promote import register_base_task, register_candidate_task
-from refit.tasks.report import publish_report_task
+from refit.tasks.report import accuracy_matrix, publish_report_task
 from refit.tasks.sample_replay import replay_size, sample_replay_task
 from refit.tasks.validate_data import validate_data_task
 
@@ -194,6 +194,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             "timings": dict(clock),
             "run_id": run_id,
         }
+        summary["accuracy_matrix"] = accuracy_matrix(registry, version.version)
         publish_report_task(summary, root)
         logger.info(
             "Decision: %s. Version %d registered at %s; champion is version %d",

@@ -8,6 +8,7 @@ across runs as the metric history.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import task
@@ -88,10 +89,44 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f"{_f(value, c['rule'] != 'min')} | {'pass' if c['passed'] else '**fail**'} |"
         )
     lines += ["", f"**Decision: {decision}.** " + " ".join(summary.get("reasons", []))]
+    matrix = summary.get("accuracy_matrix")
+    if matrix and matrix["rows"]:
+        lines += [
+            "",
+            "## Accuracy over the lineage",
+            "",
+            "| version | status | " + " | ".join(matrix["sets"]) + " |",
+            "|---|---|" + "---|" * len(matrix["sets"]),
+        ]
+        for row in matrix["rows"]:
+            cells = " | ".join(_f(v) for v in row["scores"].values())
+            lines.append(f"| {row['version']} | {row['status']} | {cells} |")
     timings = summary.get("timings") or {}
     if timings:
         lines += ["", "## Time", ""] + [f"- {k}: {v:.1f} s" for k, v in timings.items()]
     return "\n".join(lines) + "\n"
+
+
+def accuracy_matrix(registry: Registry, version: int) -> dict[str, Any]:
+    """Each evaluation set's primary metric for each version of the lineage, newest last.
+
+    Built only from scores the registry already holds (a version is scored on a set when it is
+    a candidate or a challenged champion), so no old version is evaluated again. A column is an
+    evaluation set, a row a version: reading down a column shows what later versions gained or
+    forgot on that set.
+    """
+    chain = list(reversed(registry.lineage(version)))
+    sets = registry.lineage_eval_sets(version)
+    rows = []
+    for v in chain:
+        cells: dict[str, float | None] = {}
+        for es in sets:
+            found = None
+            for path in (registry.version_dir(v.version) / "scores").glob(f"{es.key}-*.json"):
+                found = json.loads(path.read_text())["metrics"].get(es.primary_metric)
+            cells[es.name] = found
+        rows.append({"version": v.version, "status": v.status, "scores": cells})
+    return {"sets": [f"{es.name} ({es.primary_metric})" for es in sets], "rows": rows}
 
 
 def history_rows(registry: Registry) -> list[dict[str, Any]]:

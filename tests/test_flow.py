@@ -115,6 +115,16 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
     # The evaluation sets accumulate: the lineage's STS-B test plus the new held-out set.
     assert set(second["metrics"]["candidate"]) == {"stsb-test", "scifact-heldout"}
     assert second["champion_scores_reused"] == ["stsb-test"]
+    # The accuracy matrix over the lineage comes from stored scores alone.
+    matrix = {r["version"]: r["scores"] for r in second["accuracy_matrix"]["rows"]}
+    assert list(matrix) == [1, 2, 3]
+    assert matrix[1]["stsb-test"] == pytest.approx(
+        first["metrics"]["champion"]["stsb-test"]["spearman"]
+    )
+    assert matrix[3]["scifact-heldout"] == pytest.approx(
+        second["metrics"]["candidate"]["scifact-heldout"]["ndcg@10"]
+    )
+    assert matrix[1]["scifact-heldout"] is None  # version 1 was never scored on it
 
     # The same delivery again: the champion has been scored on both sets, so it is not encoded.
     third = retrain(
