@@ -111,6 +111,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
                 cfg.evaluation.batch_size,
                 eval_len,
                 cfg.trust_remote_code,
+                cfg.evaluation.drift_probe_size,
             )
         crash_point("after-evaluation")
         gate = gate_task(

@@ -111,6 +111,9 @@ class EvaluationConfig(Strict):
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     batch_size: int = Field(64, ge=1)
     max_seq_length: int | None = Field(None, ge=8)
+    # Texts drawn (fixed seed) from the evaluation sets to measure embedding drift between
+    # champion and candidate; 0 turns the measurement off.
+    drift_probe_size: int = Field(1000, ge=0)
 
 
 class GateCheck(Strict):

@@ -10,8 +10,11 @@ encoded again for a set it was already scored on.
 from __future__ import annotations
 
 import gc
+import hashlib
+import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -203,6 +206,109 @@ def stored_scores(
     return found
 
 
+DRIFT = "embedding-drift"
+
+
+def probe_texts(eval_sets: list[EvalSet], size: int, seed: int = 0) -> list[str]:
+    """A fixed sample of texts from the evaluation sets: the same sets give the same probe."""
+    texts: set[str] = set()
+    for es in eval_sets:
+        if es.kind == "retrieval":
+            texts.update(pq.read_table(es.files["queries"])["text"].to_pylist())
+            corpus = pq.read_table(es.files["corpus"])
+            texts.update(
+                f"{t or ''} {x or ''}".strip()
+                for t, x in zip(
+                    corpus["title"].to_pylist(), corpus["text"].to_pylist(), strict=True
+                )
+            )
+        else:
+            table = pq.read_table(es.files["data"])
+            for column in table.column_names:
+                if column not in ("score", "__row"):
+                    texts.update(table[column].to_pylist())
+    ordered = sorted(t for t in texts if t)
+    if len(ordered) <= size:
+        return ordered
+    rng = np.random.default_rng(seed)
+    return [ordered[i] for i in sorted(rng.choice(len(ordered), size, replace=False))]
+
+
+def encode_probe(
+    model_dir: str | Path,
+    texts: list[str],
+    batch_size: int,
+    max_seq_length: int | None,
+    trust_remote_code: bool = False,
+) -> np.ndarray:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        str(model_dir),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        trust_remote_code=trust_remote_code,
+        model_kwargs={"use_safetensors": not trust_remote_code},
+    )
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    try:
+        return model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+    finally:
+        del model
+        gc.collect()
+
+
+def embedding_drift(
+    registry: Registry,
+    champion_version: int,
+    candidate_dir: str,
+    eval_sets: list[EvalSet],
+    size: int,
+    batch_size: int,
+    max_seq_length: int | None,
+    trust_remote_code: bool = False,
+) -> dict[str, float]:
+    """Mean cosine similarity of champion and candidate embeddings of the same probe texts.
+
+    1.0 means the candidate embeds exactly as the champion; users who keep a vector index
+    re-embed their corpus when this falls. The champion's probe embeddings are stored with
+    the champion and reused, like its scores.
+    """
+    texts = probe_texts(eval_sets, size)
+    if not texts:
+        return {}
+    digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16]
+    cache = (
+        registry.version_dir(champion_version)
+        / "probes"
+        / f"{digest}-L{max_seq_length or 'model'}.npy"
+    )
+    if cache.is_file():
+        champion = np.load(cache, allow_pickle=False)
+    else:
+        champion = encode_probe(
+            registry.model_dir(champion_version),
+            texts,
+            batch_size,
+            max_seq_length,
+            trust_remote_code,
+        )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, champion, allow_pickle=False)
+        os.replace(tmp, cache)
+    candidate = encode_probe(candidate_dir, texts, batch_size, max_seq_length, trust_remote_code)
+    cosines = np.sum(champion * candidate, axis=1)
+    return {"mean_cosine": float(np.mean(cosines)), "min_cosine": float(np.min(cosines))}
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     registry_root: str,
@@ -212,8 +318,13 @@ def evaluate_task(
     batch_size: int,
     max_seq_length: int | None,
     trust_remote_code: bool = False,
+    drift_probe_size: int = 0,
 ) -> tuple[ModelScores, ModelScores]:
-    """Score candidate and champion; the champion's new scores are stored for later runs."""
+    """Score candidate and champion; the champion's new scores are stored for later runs.
+
+    With ``drift_probe_size``, the candidate's metrics gain the set ``embedding-drift`` with
+    ``mean_cosine`` (the champion's is 1.0), which gate checks can name like any other.
+    """
     logger = get_run_logger()
     registry = Registry(registry_root)
     champion_dir = registry.model_dir(champion_version)
@@ -246,4 +357,27 @@ def evaluate_task(
                 for m in cand
             ),
         )
+    if drift_probe_size:
+        drift = embedding_drift(
+            registry,
+            champion_version,
+            candidate_dir,
+            eval_sets,
+            drift_probe_size,
+            batch_size,
+            max_seq_length,
+            trust_remote_code,
+        )
+        if drift:
+            candidate.metrics[DRIFT] = drift
+            champion.metrics[DRIFT] = {"mean_cosine": 1.0, "min_cosine": 1.0}
+            logger.info(
+                "Embedding drift: mean cosine %.4f between champion and candidate on at most "
+                "%d probe texts%s",
+                drift["mean_cosine"],
+                drift_probe_size,
+                "; below 0.95, re-embed a stored vector index after promotion"
+                if drift["mean_cosine"] < 0.95
+                else "",
+            )
     return candidate, champion

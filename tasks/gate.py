@@ -51,7 +51,7 @@ def apply_gate(
         )
         return GateResult(decision="rejected", checks=results, reasons=[reason])
 
-    known = {es.name for es in eval_sets}
+    known = {es.name for es in eval_sets} | set(candidate)
     for name, metric, check in expand_checks(checks, eval_sets):
         cand = candidate.get(name, {}).get(metric)
         champ = champion.get(name, {}).get(metric)

@@ -113,7 +113,11 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
     )
     assert second["training"]["learning_rate"] == pytest.approx(1e-5)  # half the champion's
     # The evaluation sets accumulate: the lineage's STS-B test plus the new held-out set.
-    assert set(second["metrics"]["candidate"]) == {"stsb-test", "scifact-heldout"}
+    assert set(second["metrics"]["candidate"]) == {
+        "stsb-test",
+        "scifact-heldout",
+        "embedding-drift",
+    }
     assert second["champion_scores_reused"] == ["stsb-test"]
     # The accuracy matrix over the lineage comes from stored scores alone.
     matrix = {r["version"]: r["scores"] for r in second["accuracy_matrix"]["rows"]}
@@ -125,6 +129,9 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
         second["metrics"]["candidate"]["scifact-heldout"]["ndcg@10"]
     )
     assert matrix[1]["scifact-heldout"] is None  # version 1 was never scored on it
+    drift = second["metrics"]["candidate"]["embedding-drift"]
+    assert 0.0 < drift["min_cosine"] <= drift["mean_cosine"] <= 1.0 + 1e-6
+    assert second["metrics"]["champion"]["embedding-drift"]["mean_cosine"] == 1.0
 
     # The same delivery again: the champion has been scored on both sets, so it is not encoded.
     third = retrain(
@@ -134,6 +141,8 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
     assert third["encoded_texts"]["champion"] == 0
     assert third["encoded_texts"]["candidate"] > 0
     assert third["metrics"]["champion"] == second["metrics"]["champion"]
+    # The champion's probe embeddings were stored with it in run 2 and reused in run 3.
+    assert len(list((registry.version_dir(2) / "probes").glob("*.npy"))) == 1
 
 
 def test_invalid_new_data_stops_before_training_and_keeps_the_champion(tiny_model, data, tmp_path):
