@@ -49,6 +49,9 @@ class DataRecord(Record):
     files: list[SourceFile]
     rows: int
     clean_path: str | None = None
+    # The clean rows kept in the registry once a version was trained on them: replay reads
+    # these, so the lineage does not depend on the delivered files staying where they were.
+    stored: str | None = None
     dropped: dict[str, int] = Field(default_factory=dict)
     findings: list[Finding] = Field(default_factory=list)
 

@@ -7,11 +7,14 @@ atomically after that. A crash at any moment leaves the old champion or the new 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -32,6 +35,24 @@ def store_eval_sets(registry: Registry, eval_sets: list[EvalSet]) -> list[EvalSe
     return stored
 
 
+def store_training_data(registry: Registry, data: list[DataRecord]) -> list[DataRecord]:
+    """Keep the clean rows of delivered data (new and original) in the registry for replay."""
+    kept = []
+    for record in data:
+        if record.role in ("new", "original") and record.clean_path and not record.stored:
+            key = hashlib.sha256(
+                "|".join([record.structure, *sorted(f.sha256 for f in record.files)]).encode()
+            ).hexdigest()[:24]
+            table = pq.read_table(record.clean_path)
+            table = table.drop_columns([c for c in table.column_names if c.startswith("__")])
+            with tempfile.TemporaryDirectory(dir=registry.root) as tmp:
+                pq.write_table(table, Path(tmp) / "data.parquet")
+                files = registry.store_dataset(f"train-{key}", {"data": Path(tmp) / "data.parquet"})
+            record = record.model_copy(update={"stored": files["data"]})
+        kept.append(record)
+    return kept
+
+
 def register_base(
     registry: Registry,
     checkpoint: Checkpoint,
@@ -47,7 +68,7 @@ def register_base(
         status="registered",
         created_at=now(),
         source=checkpoint.source,
-        data=original,
+        data=store_training_data(registry, original),
         eval_sets=store_eval_sets(registry, eval_sets),
         run={"identity": checkpoint.identity},
     )
@@ -91,7 +112,7 @@ def register_candidate(
             "device": train.device,
             "datasets": train.datasets,
         },
-        data=data,
+        data=store_training_data(registry, data),
         eval_sets=stored,
         metrics=candidate.metrics,
         champion_metrics=champion.metrics,

@@ -90,6 +90,9 @@ def sample_replay(
     origin_names: list[str] = []
     for dataset in pool:
         spec = DataSpec.model_validate(dataset.spec)
+        if dataset.stored and Path(dataset.stored).is_file():
+            # The registry's copy: canonical columns, scores already on 0-1.
+            spec = DataSpec(path=dataset.stored, structure=dataset.structure)
         try:
             refs = expand(spec)
         except DataError as exc:

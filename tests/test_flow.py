@@ -267,3 +267,22 @@ def test_cli_json_contract_with_columns_in_another_order(tiny_model, tmp_path):
     assert refused.returncode == 2
     error = json.loads(refused.stdout.strip().splitlines()[-1])
     assert "different model" in error["error"] and "--registry" in error["fix"]
+
+
+def test_replay_reads_the_registry_copy_when_delivered_files_are_gone(tiny_model, data, tmp_path):
+    registry = Registry(tmp_path / "reg")
+    first_run(tiny_model, data, registry.root)
+    stored = registry.get(2).data[0].stored
+    assert stored and Path(stored).is_file() and str(registry.root) in stored
+    data["stsb_train"].unlink()  # the delivered file is cleaned up by someone else
+    second = retrain(
+        RefitConfig(
+            registry=str(registry.root),
+            new_data=[str(data["scifact"])],
+            training=TRAINING,
+            gate=[{"eval_set": "*", "max_drop": 1.0}],
+        )
+    )
+    assert second["data"]["replay_by_structure"] == {
+        "scored_pairs": round(0.2 * second["data"]["new"])
+    }
