@@ -21,12 +21,14 @@ from prefect import flow
 from prefect.logging import get_run_logger
 
 from refit.config import RefitConfig
+from refit.errors import ConfigError, RegistryError
 from refit.faults import crash_point
+from refit.records import ModelVersion
 from refit.registry import Registry
-from refit.tasks.evaluate import evaluate_task
+from refit.tasks.evaluate import METRICS, evaluate_task
 from refit.tasks.fetch_checkpoint import fetch_checkpoint_task
-from refit.tasks.fine_tune import fine_tune_task
-from refit.tasks.gate import gate_task
+from refit.tasks.fine_tune import choose_losses, fine_tune_task
+from refit.tasks.gate import check_gate_names, gate_task
 from refit.tasks.promote import register_base_task, register_candidate_task
 from refit.tasks.report import accuracy_matrix, publish_report_task
 from refit.tasks.sample_replay import replay_size, sample_replay_task
@@ -52,6 +54,19 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
     clock = Stopwatch()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     root = str(registry.root)
+    if not registry.exists() and not cfg.model:
+        # Checked before the lock, so that a mistyped --registry creates nothing.
+        raise RegistryError(
+            "no registry here, and no --model to start one",
+            file=root,
+            fix="check --registry; on the first run, pass --model to register the model",
+        )
+    if registry.exists() and not cfg.new_data:
+        raise ConfigError(
+            "no new data to train on",
+            file=root,
+            fix="pass --new-data (a file, directory, glob or URL) or set new_data in the config",
+        )
     with registry.lock(cfg.lock_timeout_s):
         for note in registry.recover():
             logger.warning("Registry recovered from an interrupted run: %s", note)
@@ -59,17 +74,34 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             checkpoint = fetch_checkpoint_task(cfg, root)
         first_run = checkpoint.is_new_registry
         run_dir = registry.run_dir(run_id)
-        lineage_sets = [] if first_run else registry.lineage_eval_sets(checkpoint.version)
+        # The candidate must hold against the current champion, also when training starts from
+        # another version (--from-version): evaluate on both lineages' sets.
+        incumbent = None if first_run else registry.champion()
+        lineage_sets = []
+        if not first_run:
+            lineage_sets = registry.lineage_eval_sets(incumbent)
+            known = {es.key for es in lineage_sets}
+            lineage_sets += [
+                es for es in registry.lineage_eval_sets(checkpoint.version) if es.key not in known
+            ]
         train_len = cfg.training.max_seq_length or checkpoint.max_seq_length
         with clock("validate data"):
             prepared = validate_data_task(
                 cfg, lineage_sets, run_dir, checkpoint.model_dir, train_len, first_run
             )
+        # Mistakes in the gate or the losses are found now, not after training.
+        check_gate_names(cfg.gate_checks, prepared.eval_sets, METRICS)
+        choose_losses(
+            [r.structure for r in prepared.new],
+            cfg.training,
+            checkpoint.record or ModelVersion(version=0, status="registered", created_at=""),
+        )
         crash_point("after-validation")
         if first_run:
             parent = register_base_task(
                 root, checkpoint, prepared.original, prepared.base_eval_sets
             )
+            incumbent = parent.version
             logger.info("Registered %s as version %d (champion)", checkpoint.source, parent.version)
         else:
             parent = checkpoint.record
@@ -105,7 +137,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
         with clock("evaluate"):
             candidate, champion = evaluate_task(
                 root,
-                parent.version,
+                incumbent,
                 trained.model_dir,
                 prepared.eval_sets,
                 cfg.evaluation.batch_size,
@@ -134,7 +166,9 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             )
         # The candidate now lives in the registry; the training checkpoints (optimizer state
         # included, several times the model's size) are no longer needed to resume.
+        # The run's scratch (clean copies of the data, now kept in the registry) goes too.
         shutil.rmtree(Path(trained.work_dir) / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
         summary = {
             "decision": gate.decision,
             "version": version.version,

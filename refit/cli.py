@@ -206,6 +206,7 @@ def rollback(
 
     reg = Registry(registry)
     try:
+        reg.meta()  # a mistyped --registry is an error, not a new folder
         with reg.lock(0):
             current = reg.champion()
             target = to if to is not None else _previous_champion(reg, current)
@@ -222,7 +223,7 @@ def rollback(
                     file=str(reg.root),
                     fix="pass --to with another version (`refit models` lists them)",
                 )
-            reg.set_champion(target, "rollback", reason=f"rolled back from version {current}")
+            reg.set_champion(target, "rollback", reason=f"champion moved from version {current}")
     except RefitError as exc:
         _fail(exc, as_json)
         return

@@ -75,7 +75,8 @@ class RetrievalSpec(Strict):
 
 
 class ReplayConfig(Strict):
-    # A fraction of the new data's rows (0 < size < 1) or a row count (size >= 1); 0 disables.
+    # A fraction of the new data's rows (0 < size <= 1, so 1.0 replays as many rows as are new)
+    # or a row count (size > 1); 0 turns replay off.
     size: float = 0.2
     seed: int = 42
 
@@ -88,8 +89,8 @@ class ReplayConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    learning_rate: float | None = None  # None: half the champion's recorded rate, else 2e-5
-    epochs: float = 1.0
+    learning_rate: float | None = Field(None, gt=0, lt=1)  # None: half the recorded rate
+    epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(32, ge=2)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     max_seq_length: int | None = Field(None, ge=8)
@@ -211,14 +212,64 @@ def _as_spec(value: Any) -> Any:
 def _with_template(configured: Any, path: Any) -> Any:
     """A path given as a flag keeps how the config says to read the data (columns, range)."""
     specs = _as_list(configured)
-    if not isinstance(path, str) or not specs or not isinstance(specs[0], dict):
+    if (
+        not isinstance(path, str)
+        or not specs
+        or not isinstance(specs[0], dict)
+        or "path" not in specs[0]  # a retrieval set has no reading instructions to keep
+    ):
         return path
     template = {k: v for k, v in specs[0].items() if k not in ("path", "name")}
     return {**template, "path": path}
 
 
+def _relative_to(base: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """Resolve the config file's relative local paths against its own folder.
+
+    A config means the same files wherever the command runs from (a scheduler's working
+    directory is rarely the one the config was written in). URLs and absolute paths stay as
+    they are; ``model`` is resolved only where that path exists (it may be a hub id).
+    """
+
+    def fix(value: Any, must_exist: bool = False) -> Any:
+        if not isinstance(value, str) or "://" in value or Path(value).expanduser().is_absolute():
+            return value
+        candidate = base / value
+        if must_exist and not candidate.exists():
+            return value
+        return str(candidate)
+
+    def fix_spec(spec: Any) -> Any:
+        if isinstance(spec, str):
+            return fix(spec)
+        if isinstance(spec, dict):
+            return {
+                k: fix(v) if k in ("path", "queries", "corpus", "qrels") else v
+                for k, v in spec.items()
+            }
+        return spec
+
+    out = dict(raw)
+    if "registry" in out:
+        out["registry"] = fix(out["registry"])
+    if "model" in out:
+        out["model"] = fix(out["model"], must_exist=True)
+    for key in ("new_data", "original_data", "eval_data"):
+        if key in out:
+            out[key] = [fix_spec(v) for v in _as_list(out[key])]
+    if isinstance(out.get("landing"), dict):
+        out["landing"] = {
+            k: fix(v) if k in ("location", "quarantine") else v for k, v in out["landing"].items()
+        }
+    return out
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RefitConfig:
-    """Read ``path`` (optional), apply ``overrides`` (flags; None values are ignored), validate."""
+    """Read ``path`` (optional), apply ``overrides`` (flags; None values are ignored), validate.
+
+    Relative paths in the file are relative to the file's folder; relative paths given as
+    flags are relative to the working directory.
+    """
     raw: dict[str, Any] = {}
     source = "command-line flags"
     if path is not None:
@@ -243,11 +294,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
                 file=source,
                 fix="see the configuration section of the README",
             )
-        raw = loaded or {}
+        raw = _relative_to(Path(path).resolve().parent, loaded or {})
     for key, value in (overrides or {}).items():
         if value is None or value == []:
             continue
-        if key in ("new_data", "original_data") and isinstance(value, list):
+        if key in ("new_data", "original_data", "eval_data") and isinstance(value, list):
             value = [_with_template(raw.get(key), path) for path in value]
         raw[key] = value
     try:

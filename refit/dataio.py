@@ -36,6 +36,8 @@ FORMATS = {
     ".pq": "parquet",
 }
 BATCH_ROWS = 65_536
+# Schema metadata prefix: offsets of JSON values that were not strings in a string column.
+NOT_STRING_ROWS = "refit.not_string."
 # pyarrow parses CSV in blocks and a row may not span two of them: this is the longest row.
 CSV_BLOCK_BYTES = 1 << 24
 
@@ -201,6 +203,15 @@ def iter_batches(
     reader = {"parquet": _parquet_batches, "jsonl": _jsonl_batches}.get(ref.format, _csv_batches)
     start = 1
     for batch in reader(ref, spec, batch_rows):
+        if start == 1:
+            reserved = [n for n in batch.schema.names if n.startswith("__")]
+            if reserved:
+                raise DataError(
+                    f"column names starting with '__' are reserved by refit: {reserved}",
+                    file=ref.uri,
+                    column=reserved[0],
+                    fix="rename those columns",
+                )
         rows = pa.array(range(start, start + batch.num_rows), type=pa.int64())
         start += batch.num_rows
         yield batch.append_column(ROW, rows)
@@ -221,18 +232,38 @@ def _csv_header(ref: FileRef, spec: DataSpec) -> tuple[list[str], str]:
             fix="write a header row with the column names, then one row per example",
         )
     try:
-        line = first.decode("utf-8-sig").rstrip("\r\n")
+        text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(
             "the header row is not valid UTF-8",
             file=ref.uri,
-            rows=[],
             fix="re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
         ) from exc
+    line = text.splitlines()[0] if text.strip() else ""
+    if "\r" in text.rstrip("\r\n") and "\n" not in text.rstrip("\r\n"):
+        raise DataError(
+            "the lines end with a carriage return alone (old Mac line ends), so the file "
+            "reads as one line",
+            file=ref.uri,
+            fix="convert the line ends to \\n, for example: tr '\\r' '\\n' < in.csv > out.csv",
+        )
+    if len(line) >= (1 << 20) - 2:
+        raise DataError(
+            "the header row is longer than 1 MiB: this is not a header with column names",
+            file=ref.uri,
+            fix="write a header row with the column names, then one row per example",
+        )
     if ref.format == "tsv" or spec.delimiter == "\t":
         names = line.split(delimiter)
     else:
-        names = next(csv.reader([line], delimiter=delimiter))
+        try:
+            names = next(csv.reader([line], delimiter=delimiter))
+        except csv.Error as exc:
+            raise DataError(
+                f"cannot read the header row ({exc})",
+                file=ref.uri,
+                fix="write a header row with the column names, then one row per example",
+            ) from exc
     if len(names) == 1:
         for other in ("\t", ",", ";", "|"):
             if other != delimiter and other in line:
@@ -245,6 +276,14 @@ def _csv_header(ref: FileRef, spec: DataSpec) -> tuple[list[str], str]:
                     + (" or name the file .tsv" if other == "\t" else ""),
                 )
     names = [n.strip() for n in names]
+    reserved = [n for n in names if n.startswith("__")]
+    if reserved:
+        raise DataError(
+            f"column names starting with '__' are reserved by refit: {reserved}",
+            file=ref.uri,
+            column=reserved[0],
+            fix="rename those columns",
+        )
     return names, delimiter
 
 
@@ -295,9 +334,12 @@ def _csv_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.R
 def _csv_error(ref: FileRef, exc: Exception, n_columns: int) -> DataError:
     message = str(exc)
     if "UTF8" in message or "utf8" in message.lower():
+        line = _first_bad_utf8_line(ref)
         return DataError(
-            "contains bytes that are not valid UTF-8" + _first_bad_utf8_row(ref),
+            "contains bytes that are not valid UTF-8"
+            + (f" (first at line {line}; only the first is reported)" if line else ""),
             file=ref.uri,
+            rows=[line - 1] if line and line > 1 else [],
             fix="re-encode the file as UTF-8 (for example: iconv -f latin1 -t utf-8)",
         )
     if "straddl" in message:
@@ -325,6 +367,7 @@ def _csv_error(ref: FileRef, exc: Exception, n_columns: int) -> DataError:
 
 def _first_ragged_row(ref: FileRef, n_columns: int) -> list[int]:
     """The first data row whose field count differs from the header's (slow path, on error)."""
+    csv.field_size_limit(1 << 30)
     quoted = ref.format != "tsv"
     with fsspec.open(ref.uri, "r", compression="infer", encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(
@@ -342,15 +385,15 @@ def _first_ragged_row(ref: FileRef, n_columns: int) -> list[int]:
     return []
 
 
-def _first_bad_utf8_row(ref: FileRef) -> str:
-    """Find the line of the first invalid UTF-8 byte (slow path, only when reading failed)."""
+def _first_bad_utf8_line(ref: FileRef) -> int | None:
+    """The line of the first invalid UTF-8 byte (slow path, only when reading failed)."""
     with fsspec.open(ref.uri, "rb", compression="infer") as fh:
         for lineno, line in enumerate(io.BufferedReader(fh), start=1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError:
-                return f" (first at line {lineno}, row {lineno - 1})"
-    return ""
+                return lineno
+    return None
 
 
 def _jsonl_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -360,7 +403,19 @@ def _jsonl_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa
 
     def flush() -> pa.RecordBatch:
         arrays = {name: _json_column(values) for name, values in columns.items()}
-        return pa.RecordBatch.from_pydict(arrays) if arrays else pa.RecordBatch.from_pydict({})
+        batch = pa.RecordBatch.from_pydict(arrays) if arrays else pa.RecordBatch.from_pydict({})
+        # Rows whose value was a number, list, object or boolean where others were strings:
+        # kept as JSON text (a score may be 0.5 or "0.5"), and marked so that a text column
+        # can refuse them instead of training on '["a", "b"]' or "true".
+        marks = {
+            f"{NOT_STRING_ROWS}{name}".encode(): json.dumps(
+                [i for i, v in enumerate(values) if v is not None and not isinstance(v, str)]
+            ).encode()
+            for name, values in columns.items()
+            if pa.types.is_string(batch.schema.field(name).type)
+            and any(v is not None and not isinstance(v, str) for v in values)
+        }
+        return batch.replace_schema_metadata(marks) if marks else batch
 
     row = 0
     with fsspec.open(ref.uri, "rb", compression="infer") as fh:
@@ -380,11 +435,14 @@ def _jsonl_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa
                     fix="re-encode the file as UTF-8",
                 ) from exc
             except json.JSONDecodeError as exc:
+                array = lineno == 1 and raw.lstrip().startswith(b"[")
                 raise DataError(
-                    f"line {lineno} is not valid JSON ({exc.msg})",
+                    f"line {lineno} is not valid JSON ({exc.msg})"
+                    + ("; the file looks like one JSON array, not JSON Lines" if array else ""),
                     file=ref.uri,
                     rows=[row],
-                    fix="write one JSON object per line",
+                    fix="write one JSON object per line (JSON Lines)"
+                    + (", for example: jq -c '.[]' in.json > out.jsonl" if array else ""),
                 ) from exc
             if not isinstance(record, dict):
                 raise DataError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -123,11 +124,14 @@ def build_evaluator(eval_set: EvalSet, batch_size: int):
 
 
 def pick_metrics(eval_set: EvalSet, raw: dict[str, float]) -> dict[str, float]:
+    """refit's short metric names; an undefined value (NaN: a correlation over constant
+    scores, say) is left out, so that a gate check on it fails as a missing metric."""
     found = {}
     for short, suffix in METRICS[eval_set.kind].items():
         for key, value in raw.items():
             if key.endswith(suffix):
-                found[short] = float(value)
+                if value is not None and math.isfinite(float(value)):
+                    found[short] = float(value)
                 break
     return found
 

@@ -86,10 +86,21 @@ def choose_losses(
 
 
 def choose_learning_rate(training: TrainingConfig, champion: ModelVersion) -> float:
+    """Half the champion's recorded learning rate (2e-5 when none is recorded).
+
+    The recorded rate is the one the lineage was fine-tuned with at full strength, carried
+    from version to version, so every continued training uses half of it: the rate does not
+    halve again with each delivery until the model stops learning.
+    """
     if training.learning_rate is not None:
         return training.learning_rate
     recorded = champion.training.get("learning_rate")
     return recorded / 2 if recorded else DEFAULT_LEARNING_RATE
+
+
+def recorded_learning_rate(used: float, parent: ModelVersion) -> float:
+    """The rate a new version records for its children: the lineage's, else the one used."""
+    return parent.training.get("learning_rate") or used
 
 
 def training_sets(new: list[DataRecord], replay: list[DataRecord]) -> list[dict[str, str]]:

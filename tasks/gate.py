@@ -105,12 +105,57 @@ def apply_gate(
                     reason=reason,
                 )
             )
+    if not results:
+        reason = (
+            "no gate check applies: the run has no evaluation set to compare candidate and "
+            "champion on, so nothing is promoted"
+        )
+        results.append(
+            CheckResult(
+                eval_set="*",
+                metric="*",
+                rule="empty",
+                threshold=None,
+                candidate=None,
+                champion=None,
+                delta=None,
+                passed=False,
+                reason=reason,
+            )
+        )
     failed = [r.reason for r in results if not r.passed]
     return GateResult(
         decision="rejected" if failed else "promoted",
         checks=results,
         reasons=failed or ["every gate check passed"],
     )
+
+
+def check_gate_names(
+    checks: tuple[GateCheck, ...] | list[GateCheck], eval_sets: list[EvalSet], metrics: dict
+) -> None:
+    """Refuse, before any training, a gate check that names a set or metric this run lacks."""
+    from refit.errors import ConfigError
+
+    by_name = {es.name: es for es in eval_sets}
+    extra = {"embedding-drift": ("mean_cosine", "min_cosine")}
+    for check in checks:
+        if check.eval_set == "*":
+            continue
+        if check.eval_set not in by_name and check.eval_set not in extra:
+            raise ConfigError(
+                f"the gate names the evaluation set '{check.eval_set}', which this run does "
+                f"not have (it has: {', '.join(sorted([*by_name, *extra]))})",
+                fix="correct gate[].eval_set, or use '*' for every set",
+            )
+        es = by_name.get(check.eval_set)
+        allowed = extra.get(check.eval_set) or tuple(metrics[es.kind])
+        if check.metric != "primary" and check.metric not in allowed:
+            raise ConfigError(
+                f"the gate names the metric '{check.metric}' of '{check.eval_set}', which "
+                f"refit does not compute for it (it computes: {', '.join(allowed)})",
+                fix="correct gate[].metric, or use 'primary'",
+            )
 
 
 @task(name="gate", cache_policy=NO_CACHE)

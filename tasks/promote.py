@@ -23,7 +23,7 @@ from refit.records import DataRecord, EvalSet, GateResult, ModelVersion
 from refit.registry import Registry, now
 from refit.tasks.evaluate import ModelScores, score_key
 from refit.tasks.fetch_checkpoint import Checkpoint
-from refit.tasks.fine_tune import TrainResult
+from refit.tasks.fine_tune import TrainResult, recorded_learning_rate
 
 
 def store_eval_sets(registry: Registry, eval_sets: list[EvalSet]) -> list[EvalSet]:
@@ -103,7 +103,8 @@ def register_candidate(
         parent=parent.version,
         created_at=now(),
         training={
-            "learning_rate": train.learning_rate,
+            "learning_rate": recorded_learning_rate(train.learning_rate, parent),
+            "learning_rate_used": train.learning_rate,
             "losses": {**parent.training.get("losses", {}), **train.losses},
             "hyperparameters": hyperparameters,
             "global_step": train.global_step,

@@ -36,10 +36,10 @@ KEY = "__key"
 
 
 def replay_size(size: float, new_rows: int) -> int:
-    """A fraction of the new data (0 < size < 1) or a row count (size >= 1); 0 turns replay off."""
+    """A fraction of the new data (0 < size <= 1) or a row count (size > 1); 0 turns it off."""
     if size <= 0:
         return 0
-    return int(size) if size >= 1 else max(1, round(size * new_rows))
+    return int(size) if size > 1 else max(1, round(size * new_rows))
 
 
 def exclusion_index(new_data: list[DataRecord], leakage: LeakageIndex) -> LeakageIndex:
@@ -156,7 +156,7 @@ def sample_replay(
                 + ", ".join(f"{r['__origin']}: {r['__origin_count']}" for r in per_origin),
             )
         ]
-        if excluded:
+        if excluded and not records:  # reported once, with the first record
             findings.append(
                 Finding(
                     level="info",

@@ -27,6 +27,7 @@ from prefect.logging import get_run_logger
 
 from refit.config import DataSpec, RefitConfig, RetrievalSpec
 from refit.dataio import (
+    NOT_STRING_ROWS,
     ROW,
     TEXT_COLUMNS,
     absolute,
@@ -42,6 +43,9 @@ from refit.records import DataRecord, EvalSet, Finding, Record, SourceFile
 SOURCE = "__file"
 PYTHON_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 LONG_TEXT_WARNING = 0.10
+# A held-out set smaller than this measures noise (a Spearman over 3 pairs moves in steps of
+# 0.5) and would gate every later run: below it, no held-out set is split off.
+MIN_HOLDOUT_ROWS = 10
 LENGTH_SAMPLE = 2000
 PRIMARY_METRIC = {
     "scored_pairs": "spearman",
@@ -159,6 +163,7 @@ class Problems:
             f"{len(errors)} problems:\n  - " + "\n  - ".join(e.render() for e in errors)
         )
         combined.file, combined.rows, combined.column = first.file, first.rows, first.column
+        combined.fix = "fix each problem as its line says"
         raise combined
 
 
@@ -166,6 +171,8 @@ def _text_column(
     batch: pa.RecordBatch, source: str, target: str, uri: str, problems: Problems
 ) -> pa.Array:
     col = batch.column(source)
+    if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type):
+        col = col.dictionary_decode()  # pandas "category" columns of text
     if pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type):
         col = col.cast(pa.string())
     if not pa.types.is_string(col.type):
@@ -179,6 +186,18 @@ def _text_column(
         )
         return pa.array([""] * len(col), pa.string())
     rows = batch.column(ROW)
+    marked = (batch.schema.metadata or {}).get(f"{NOT_STRING_ROWS}{source}".encode())
+    if marked:
+        where = np.zeros(len(col), dtype=bool)
+        where[json.loads(marked)] = True
+        problems.add(
+            uri,
+            source,
+            "holds a number, list, object or true/false where text belongs",
+            "write the text as a JSON string in quotes, or remove these rows",
+            rows,
+            pa.array(where),
+        )
     problems.add(
         uri,
         source,
@@ -269,6 +288,43 @@ def _score_column(
     return pa.array(scaled.astype("float32"))
 
 
+def _swallowed_rows(
+    texts: pa.Array,
+    rows: pa.Array,
+    column: str,
+    delimiter: str,
+    n_columns: int,
+    uri: str,
+    problems: Problems,
+) -> None:
+    """Find quoted CSV fields that ran over several lines that look like rows of their own.
+
+    A quote opened and never closed (or closed rows later) makes the CSV reader join the
+    following lines into one field, silently losing those rows. A line break inside a text is
+    legal CSV, but a line inside a text that holds the delimiter as often as a row would is not
+    a text: it is a swallowed row.
+    """
+    multiline = pc.fill_null(pc.match_substring(texts, "\n"), False)
+    if not pc.any(multiline).as_py():
+        return
+    suspicious = []
+    for value in pc.filter(texts, multiline).to_pylist():
+        lines = value.split("\n")[1:]
+        suspicious.append(any(line.count(delimiter) >= n_columns - 1 for line in lines))
+    where = np.zeros(len(texts), dtype=bool)
+    where[np.flatnonzero(multiline.to_numpy(zero_copy_only=False))[np.array(suspicious)]] = True
+    problems.add(
+        uri,
+        column,
+        "a quoted text runs over several lines that look like rows of their own (a quote "
+        "opened and not closed where it should be swallows the rows after it)",
+        'close the quote, or double quotes that belong to the text (""), or, for a '
+        "tab-separated file, name it .tsv so that quotes are plain text",
+        rows,
+        pa.array(where),
+    )
+
+
 def read_clean(
     spec: DataSpec, problems: Problems, structure_hint: str | None = None
 ) -> tuple[str, pa.Table, list[SourceFile], list[Finding]]:
@@ -305,6 +361,18 @@ def read_clean(
                 columns["score"] = _score_column(
                     batch, mapping["score"], spec, ref.uri, problems, casts
                 )
+            if ref.format == "csv":
+                delimiter = spec.delimiter or ","
+                for target in TEXT_COLUMNS[file_structure]:
+                    _swallowed_rows(
+                        columns[target],
+                        batch.column(ROW),
+                        mapping[target],
+                        delimiter,
+                        len(batch.schema.names) - 1,
+                        ref.uri,
+                        problems,
+                    )
             columns[SOURCE] = pa.array(np.full(batch.num_rows, index, dtype="int32"))
             columns[ROW] = batch.column(ROW)
             tables.append(pa.table(columns))
@@ -753,7 +821,7 @@ def prepare_data(
             tokenizer_dir,
             max_seq_length,
         )
-        if first_run and "original" not in covered and fraction > 0:
+        if first_run and "original" not in covered and record.rows * fraction >= MIN_HOLDOUT_ROWS:
             record, es, _ = split_holdout(
                 record,
                 fraction,
@@ -774,10 +842,26 @@ def prepare_data(
             spec, "new", run_dir / f"new-{i}.parquet", leakage, tokenizer_dir, max_seq_length
         )
         if "new" not in covered and fraction > 0:
-            record, es, _ = split_holdout(
-                record, fraction, seed, eval_dir, origin=f"held out of the new data {record.name}"
-            )
-            eval_sets.append(es)
+            if record.rows * fraction < MIN_HOLDOUT_ROWS:
+                record.findings.append(
+                    Finding(
+                        level="warning",
+                        code="no_holdout",
+                        message=f"only {record.rows} rows: too few to hold out "
+                        f"{MIN_HOLDOUT_ROWS} for evaluation, so this delivery is checked only "
+                        "on the lineage's evaluation sets; name an evaluation set for it in "
+                        "eval_data, or deliver more rows",
+                    )
+                )
+            else:
+                record, es, _ = split_holdout(
+                    record,
+                    fraction,
+                    seed,
+                    eval_dir,
+                    origin=f"held out of the new data {record.name}",
+                )
+                eval_sets.append(es)
         new.append(record)
     return PreparedData(
         new=new, original=original, eval_sets=_unique_names(eval_sets), base_eval_sets=base_sets

@@ -111,3 +111,15 @@ def test_freezing_embeddings_and_layers(tiny_model, tmp_path):
     # Embeddings of a 2000-token vocabulary at hidden size 32 alone are 64,000 parameters.
     assert summary["frozen_parameters"] > 64_000
     assert result.losses == {"pairs": "MultipleNegativesRankingLoss"}
+
+
+def test_the_learning_rate_does_not_halve_again_with_every_delivery():
+    from refit.tasks.fine_tune import recorded_learning_rate
+
+    v1 = champion()  # the starting model: nothing recorded
+    used_v2 = choose_learning_rate(TrainingConfig(), v1)
+    v2 = champion(learning_rate=recorded_learning_rate(used_v2, v1))
+    used_v3 = choose_learning_rate(TrainingConfig(), v2)
+    v3 = champion(learning_rate=recorded_learning_rate(used_v3, v2))
+    used_v4 = choose_learning_rate(TrainingConfig(), v3)
+    assert (used_v2, used_v3, used_v4) == pytest.approx((2e-5, 1e-5, 1e-5))

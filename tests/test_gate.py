@@ -137,3 +137,45 @@ def test_a_better_candidate_never_fails_where_a_worse_one_passed(gate, a, b, up_
     better = {"stsb-test": {"spearman": a + up_a}, "scifact-test": {"ndcg@10": b + up_b}}
     if decide(gate, worse).decision == "promoted":
         assert decide(gate, better).decision == "promoted"
+
+
+def test_gate_names_are_checked_before_training():
+    from refit.tasks.evaluate import METRICS
+    from refit.tasks.gate import check_gate_names
+
+    with pytest.raises(ConfigError, match="'stsb-tset'.*it has: embedding-drift, scifact-test"):
+        check_gate_names([GateCheck(eval_set="stsb-tset", min=0.1)], SETS, METRICS)
+    with pytest.raises(ConfigError, match="'spearmann'.*computes: spearman, pearson"):
+        check_gate_names(
+            [GateCheck(eval_set="stsb-test", metric="spearmann", min=0.1)], SETS, METRICS
+        )
+    check_gate_names(
+        [GateCheck(eval_set="embedding-drift", metric="mean_cosine", min=0.9)], SETS, METRICS
+    )
+
+
+def test_no_applicable_check_promotes_nothing():
+    result = decide(DEFAULT_GATE, {}, champion={}, sets=[])
+    assert result.decision == "rejected"
+    assert "no evaluation set" in result.reasons[0]
+
+
+def test_relative_paths_in_a_config_are_relative_to_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "refit.yaml").write_text(
+        "registry: reg\nnew_data: [{path: data/new.csv, score_range: [0, 5]}]\n"
+        "eval_data: [{queries: t/q.jsonl, corpus: t/c.jsonl, qrels: t/r.tsv}]\n"
+        "landing: {location: landing}\nmodel: some-org/some-model\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(folder / "refit.yaml", {"eval_data": ["flag.csv"]})
+    assert cfg.registry == str(folder / "reg")
+    assert cfg.landing.location == str(folder / "landing")
+    assert cfg.model == "some-org/some-model"  # a hub id, not a path
+    cfg = load_config(folder / "refit.yaml")
+    assert cfg.new_data[0].path == str(folder / "data" / "new.csv")
+    assert cfg.eval_data[0].queries == str(folder / "t" / "q.jsonl")
+    flagged = load_config(folder / "refit.yaml", {"new_data": ["x.csv"]})
+    assert flagged.new_data[0].path == "x.csv"  # flags stay relative to the working directory
+    assert flagged.new_data[0].score_range == (0.0, 5.0)  # and keep the config's reading

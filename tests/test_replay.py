@@ -34,6 +34,7 @@ def test_size_is_a_fraction_or_a_count():
     assert replay_size(0.2, 919) == 184
     assert replay_size(50, 919) == 50
     assert replay_size(0, 919) == 0
+    assert replay_size(1.0, 919) == 919  # 1.0 is 100 %, not one row
 
 
 def test_same_seed_same_sample_other_seed_other_sample(stsb_pool, tmp_path):

@@ -324,7 +324,7 @@ def test_first_run_holds_out_original_data_as_a_weak_signal(tmp_path):
     from refit.config import RefitConfig
 
     original = write_csv(tmp_path / "orig.csv", stsb_rows("train", 200))
-    new = write_jsonl(tmp_path / "new.jsonl", scifact_pairs(100))
+    new = write_jsonl(tmp_path / "new.jsonl", scifact_pairs(200))
     cfg = RefitConfig(
         new_data=[str(new)],
         original_data=[{"path": str(original), "score_range": [0, 5]}],
@@ -367,3 +367,28 @@ def test_the_validator_never_accepts_a_row_with_an_empty_text(tmp_path, rows, fm
     table = pq.read_table(record.clean_path)
     for column in ("anchor", "positive"):
         assert all(t.strip() for t in table[column].to_pylist())
+
+
+def test_a_small_delivery_gets_no_meaningless_holdout(tmp_path):
+    from refit.config import RefitConfig
+
+    new = write_jsonl(tmp_path / "new.jsonl", scifact_pairs(30))
+    prepared = prepare_data(
+        RefitConfig(new_data=[str(new)]), [], tmp_path / "run", None, None, first_run=False
+    )
+    assert prepared.eval_sets == []
+    assert prepared.new[0].rows == 30
+    warning = next(f for f in prepared.new[0].findings if f.code == "no_holdout")
+    assert "too few to hold out" in warning.message
+
+
+def test_an_unclosed_quote_that_swallows_rows_is_an_error(tmp_path):
+    rows = ["sentence1,sentence2,score"] + [f"s{i} one,s{i} two,0.5" for i in range(50)]
+    rows[30] = '"Opened quote here,s30 two,0.5'
+    rows[40] = 's40 one closes",s40 two,0.5'
+    path = tmp_path / "swallow.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as info:
+        validate(path, tmp_path)
+    assert "row 30, column 'sentence1'" in str(info.value)
+    assert "swallows the rows after it" in str(info.value)

@@ -173,6 +173,24 @@ def main() -> None:
     all_dupes = [rows[0]] * 4
     case("only_duplicates_of_one_row.csv", to_csv(all_dupes, S3), "warning", ["duplicates"], **r5)
     case("notes.txt", to_csv(rows, S3), "error", ["unknown file type", ".txt"])
+    case("cr_only.csv", to_csv(rows, S3, newline="\r"), "error", ["carriage return", "tr"])
+    case(
+        "reserved_column.csv",
+        to_csv([dict(r, __row="1") for r in rows], [*S3, "__row"]),
+        "error",
+        ["column '__row'", "reserved", "rename"],
+        **r5,
+    )
+    swallow = to_csv(rows, S3).splitlines()
+    swallow[4] = '"' + swallow[4]
+    swallow[8] = swallow[8].replace(",", '",', 1)
+    case(
+        "quote_swallows_rows.csv",
+        "\n".join(swallow) + "\n",
+        "error",
+        ["row 4", "swallows the rows after it"],
+        **r5,
+    )
 
     # JSON Lines variants.
     p = pairs()
@@ -201,6 +219,18 @@ def main() -> None:
     numbers = [{"anchor": i, "positive": i + 1} for i in range(10)]
     case("numbers_as_text.jsonl", jl(numbers), "error", ["not text", "column 'anchor'"])
     case("bom.jsonl", "\ufeff" + jl(p), "ok", [])
+    mixed = [dict(i) for i in p]
+    mixed[2]["anchor"] = ["a", "list"]
+    mixed[5]["positive"] = True
+    case(
+        "mixed_types.jsonl",
+        jl(mixed),
+        "error",
+        ["2 problems", "row 3, column 'anchor'", "row 6, column 'positive'", "where text belongs"],
+    )
+    case(
+        "json_array.jsonl", json.dumps(p[:3], indent=1), "error", ["line 1", "one JSON array", "jq"]
+    )
     scored = [
         {"sentence1": r["sentence1"], "sentence2": r["sentence2"], "score": r["score"]}
         for r in rows
@@ -220,6 +250,10 @@ def main() -> None:
 
     floats = pa.array([float(r["score"]) for r in rows], pa.float64())
     parquet("float64_scores.parquet", stsb_table(floats), "warning", ["score_cast"], **r5)
+    category = pa.array([r["sentence1"] for r in rows]).dictionary_encode()
+    parquet(
+        "category_text.parquet", stsb_table(floats, s1=category), "warning", ["score_cast"], **r5
+    )
     parquet(
         "int_scores.parquet",
         stsb_table(pa.array([round(float(r["score"])) for r in rows])),
