@@ -89,7 +89,7 @@ class ReplayConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    learning_rate: float | None = Field(None, gt=0, lt=1)  # None: half the recorded rate
+    learning_rate: float | None = Field(None, gt=0)  # None: half the recorded rate
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(32, ge=2)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)

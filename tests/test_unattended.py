@@ -174,7 +174,7 @@ def test_landed_data_trains_once_and_runs_never_overlap(server, tiny_model, tmp_
             assert automations and "refit.data.landed" in automations[0].trigger.expect
 
             # A file lands (written elsewhere, then moved in whole).
-            batch = write_jsonl(tmp_path / "incoming.jsonl", scifact_pairs(120)[:60])
+            batch = write_jsonl(tmp_path / "incoming.jsonl", scifact_pairs(120))
             shutil.copy(batch, landing / ".part")
             os.replace(landing / ".part", landing / "claims-1.jsonl")
             first = wait_for(lambda: _finished(api, deployment.id, 1), 300, "the first run")
@@ -192,9 +192,9 @@ def test_landed_data_trains_once_and_runs_never_overlap(server, tiny_model, tmp_
             assert len(_runs(api, deployment.id)) == 1
 
             # Two batches at once: the second waits as a queued run and never overlaps.
-            pairs = scifact_pairs(300)
+            pairs = scifact_pairs(360)
             files = [
-                write_jsonl(tmp_path / f"b{i}.jsonl", pairs[60 + 60 * i : 120 + 60 * i])
+                write_jsonl(tmp_path / f"b{i}.jsonl", pairs[120 + 120 * i : 240 + 120 * i])
                 for i in range(2)
             ]
             for f in files:
