@@ -275,16 +275,7 @@ def _csv_header(ref: FileRef, spec: DataSpec) -> tuple[list[str], str]:
                     fix=f'set delimiter: "{shown}" in the data spec'
                     + (" or name the file .tsv" if other == "\t" else ""),
                 )
-    names = [n.strip() for n in names]
-    reserved = [n for n in names if n.startswith("__")]
-    if reserved:
-        raise DataError(
-            f"column names starting with '__' are reserved by refit: {reserved}",
-            file=ref.uri,
-            column=reserved[0],
-            fix="rename those columns",
-        )
-    return names, delimiter
+    return [n.strip() for n in names], delimiter
 
 
 def _csv_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:

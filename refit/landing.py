@@ -16,14 +16,13 @@ import hashlib
 import json
 import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
 from refit.dataio import FORMATS, _suffix, content_hash
-from refit.fsutil import append_line, write_atomic
+from refit.fsutil import append_line
 from refit.redact import redact
 from refit.registry import Registry, now
 
@@ -144,7 +143,3 @@ def quarantine(
 
 def default_quarantine(registry: Registry) -> str:
     return str(registry.root / "quarantine")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, text.encode())

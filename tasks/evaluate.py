@@ -136,6 +136,31 @@ def pick_metrics(eval_set: EvalSet, raw: dict[str, float]) -> dict[str, float]:
     return found
 
 
+def load_model(model_dir: str | Path, max_seq_length: int | None, trust_remote_code: bool):
+    """A model for encoding: safetensors only unless the checkpoint is trusted; GPU if any."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        str(model_dir),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        trust_remote_code=trust_remote_code,
+        model_kwargs={"use_safetensors": not trust_remote_code},
+    )
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def release() -> None:
+    """Return the memory of models that went out of scope (GPU memory included)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def evaluate_model(
     model_dir: str | Path,
     eval_sets: list[EvalSet],
@@ -161,17 +186,7 @@ def evaluate_model(
             todo.append(es)
     encoded = 0
     if todo:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(
-            str(model_dir),
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            trust_remote_code=trust_remote_code,
-            model_kwargs={"use_safetensors": not trust_remote_code},
-        )
-        if max_seq_length:
-            model.max_seq_length = max_seq_length
+        model = load_model(model_dir, max_seq_length, trust_remote_code)
         counter = {"texts": 0}
         encode = model.encode
 
@@ -187,9 +202,7 @@ def evaluate_model(
         finally:
             encoded = counter["texts"]
             del model, encode
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release()
     return ModelScores(
         metrics=metrics,
         reused=reused,
@@ -245,17 +258,7 @@ def encode_probe(
     max_seq_length: int | None,
     trust_remote_code: bool = False,
 ) -> np.ndarray:
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(
-        str(model_dir),
-        device="cuda" if torch.cuda.is_available() else "cpu",
-        trust_remote_code=trust_remote_code,
-        model_kwargs={"use_safetensors": not trust_remote_code},
-    )
-    if max_seq_length:
-        model.max_seq_length = max_seq_length
+    model = load_model(model_dir, max_seq_length, trust_remote_code)
     try:
         return model.encode(
             texts,
@@ -266,7 +269,7 @@ def encode_probe(
         )
     finally:
         del model
-        gc.collect()
+        release()
 
 
 def embedding_drift(

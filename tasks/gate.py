@@ -27,6 +27,22 @@ def expand_checks(checks: tuple[GateCheck, ...] | list[GateCheck], eval_sets: li
             yield name, metric, check
 
 
+def _hold(reason: str) -> GateResult:
+    """A decision not to promote that no single check made (no checks, or none applicable)."""
+    check = CheckResult(
+        eval_set="*",
+        metric="*",
+        rule="empty",
+        threshold=None,
+        candidate=None,
+        champion=None,
+        delta=None,
+        passed=False,
+        reason=reason,
+    )
+    return GateResult(decision="rejected", checks=[check], reasons=[reason])
+
+
 def apply_gate(
     checks: tuple[GateCheck, ...] | list[GateCheck],
     eval_sets: list[EvalSet],
@@ -35,21 +51,7 @@ def apply_gate(
 ) -> GateResult:
     results: list[CheckResult] = []
     if not checks:
-        reason = "the gate has no checks, so nothing is promoted (an empty gate is a hold)"
-        results.append(
-            CheckResult(
-                eval_set="*",
-                metric="*",
-                rule="empty",
-                threshold=None,
-                candidate=None,
-                champion=None,
-                delta=None,
-                passed=False,
-                reason=reason,
-            )
-        )
-        return GateResult(decision="rejected", checks=results, reasons=[reason])
+        return _hold("the gate has no checks, so nothing is promoted (an empty gate is a hold)")
 
     known = {es.name for es in eval_sets} | set(candidate)
     for name, metric, check in expand_checks(checks, eval_sets):
@@ -106,22 +108,9 @@ def apply_gate(
                 )
             )
     if not results:
-        reason = (
+        return _hold(
             "no gate check applies: the run has no evaluation set to compare candidate and "
             "champion on, so nothing is promoted"
-        )
-        results.append(
-            CheckResult(
-                eval_set="*",
-                metric="*",
-                rule="empty",
-                threshold=None,
-                candidate=None,
-                champion=None,
-                delta=None,
-                passed=False,
-                reason=reason,
-            )
         )
     failed = [r.reason for r in results if not r.passed]
     return GateResult(
