@@ -26,6 +26,7 @@ class Checkpoint(Record):
     source: str
     identity: str
     max_seq_length: int | None = None
+    note: str | None = None
 
     @property
     def is_new_registry(self) -> bool:
@@ -52,6 +53,7 @@ def fetch_checkpoint(cfg: RefitConfig, registry: Registry) -> Checkpoint:
         )
 
     meta = registry.meta()
+    note = None
     if cfg.model and cfg.model != meta["model"]:
         identity = weights_identity(resolve_model(cfg.model))
         known = {meta["identity"]} | {v.run.get("identity") for v in registry.versions()}
@@ -63,6 +65,10 @@ def fetch_checkpoint(cfg: RefitConfig, registry: Registry) -> Checkpoint:
                 fix="leave out --model to continue from the champion, or pass another "
                 "--registry for the other model",
             )
+        note = (
+            f"--model {cfg.model} has the weights of a version of this registry; runs continue "
+            "from the champion (pass --from-version N to start from another version)"
+        )
     version = cfg.from_version or registry.champion()
     record = registry.get(version)
     path = registry.model_dir(version)
@@ -74,6 +80,7 @@ def fetch_checkpoint(cfg: RefitConfig, registry: Registry) -> Checkpoint:
         source=meta["model"],
         identity=record.run.get("identity", meta["identity"]),
         max_seq_length=facts["max_seq_length"],
+        note=note,
     )
 
 
@@ -89,4 +96,6 @@ def fetch_checkpoint_task(cfg: RefitConfig, registry_root: str) -> Checkpoint:
         )
     else:
         logger.info("Starting from version %d at %s", checkpoint.version, checkpoint.model_dir)
+    if checkpoint.note:
+        logger.warning(checkpoint.note)
     return checkpoint

@@ -595,8 +595,23 @@ def load_eval_set(
     problems = Problems()
     structure, table, sources, _ = read_clean(spec, problems)
     problems.raise_if_any()
-    if table.num_rows == 0:
-        raise DataError("the evaluation set has no rows", file=spec.path, fix="add rows")
+    if table.num_rows < 2:
+        raise DataError(
+            f"the evaluation set has {table.num_rows} usable row(s); a metric needs at least 2",
+            file=spec.path,
+            fix="add rows to the evaluation set",
+        )
+    if (
+        structure == "scored_pairs"
+        and pc.min_max(table["score"]).as_py()["min"] == pc.min_max(table["score"]).as_py()["max"]
+    ):
+        raise DataError(
+            "every score in the evaluation set is the same, so a correlation with it is "
+            "undefined and no candidate could pass or fail on it",
+            file=spec.path,
+            column="score",
+            fix="use an evaluation set whose scores vary",
+        )
     name = spec.name or _stem(spec.path)
     key = _key(structure, [s.sha256 for s in sources], spec.columns, spec.score_range)
     path = out_dir / f"{key}-data.parquet"

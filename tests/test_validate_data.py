@@ -392,3 +392,14 @@ def test_an_unclosed_quote_that_swallows_rows_is_an_error(tmp_path):
         validate(path, tmp_path)
     assert "row 30, column 'sentence1'" in str(info.value)
     assert "swallows the rows after it" in str(info.value)
+
+
+def test_an_evaluation_set_with_constant_scores_is_refused(tmp_path):
+    rows = [dict(r, score="3") for r in stsb_rows("test", 20)]
+    with pytest.raises(DataError) as info:
+        load_eval_set(
+            DataSpec(path=str(write_csv(tmp_path / "t.csv", rows)), score_range=(0, 5)),
+            tmp_path / "eval",
+        )
+    assert "every score in the evaluation set is the same" in str(info.value)
+    assert "column 'score'" in str(info.value)
