@@ -105,9 +105,9 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             logger.info("Registered %s as version %d (champion)", checkpoint.source, parent.version)
         else:
             parent = checkpoint.record
-        if not prepared.new:
+        if not prepared.new:  # a first run that only registers the model
             return {
-                "decision": "registered" if first_run else "nothing to do",
+                "decision": "registered",
                 "version": parent.version,
                 "champion": registry.champion(),
                 "registry": root,

@@ -26,9 +26,8 @@ from refit.records import DataRecord, EvalSet, Finding, SourceFile
 from refit.tasks.validate_data import (
     LeakageIndex,
     Problems,
-    _score_column,
-    _text_column,
-    normalize,
+    canonical_columns,
+    equal_texts_mask,
     pair_key,
 )
 
@@ -86,8 +85,7 @@ def sample_replay(
         return []
     rng = np.random.default_rng(seed)
     reservoir = Reservoir(k)
-    excluded = dropped = seen = 0
-    origin_names: list[str] = []
+    excluded = dropped = 0
     for dataset in pool:
         spec = DataSpec.model_validate(dataset.spec)
         if dataset.stored and Path(dataset.stored).is_file():
@@ -109,30 +107,17 @@ def sample_replay(
                     names = [n for n in batch.schema.names if n != ROW]
                     structure, mapping = map_columns(names, spec, ref.uri)
                 problems = Problems(track_mask=True)
-                columns = {
-                    t: _text_column(batch, mapping[t], t, ref.uri, problems)
-                    for t in TEXT_COLUMNS[structure]
-                }
-                if structure == "scored_pairs":
-                    columns["score"] = _score_column(
-                        batch, mapping["score"], spec, ref.uri, problems, set()
-                    )
-                table = pa.table(columns)
-                bad = (
-                    problems.mask
-                    if problems.mask is not None
-                    else pa.array(np.zeros(batch.num_rows, dtype=bool))
+                table = pa.table(
+                    canonical_columns(batch, structure, mapping, spec, ref.uri, problems, set())
                 )
+                bad = equal_texts_mask(table, structure)
+                if problems.mask is not None:
+                    bad = pc.or_(bad, problems.mask)
                 by_pair, by_query = exclude.mask(table, structure)
-                a, b = TEXT_COLUMNS[structure][:2]
-                same = pc.fill_null(pc.equal(normalize(table[a]), normalize(table[b])), False)
-                bad = pc.or_(bad, same)
-                skip = pc.or_(pc.or_(by_pair, by_query), bad)
-                excluded += pc.sum(pc.or_(by_pair, by_query)).as_py() or 0
+                leaks = pc.or_(by_pair, by_query)
+                skip = pc.or_(leaks, bad)
+                excluded += pc.sum(leaks).as_py() or 0
                 dropped += pc.sum(bad).as_py() or 0
-                seen += batch.num_rows
-                if len(origin_names) == 0 or origin_names[-1] != dataset.name:
-                    origin_names.append(dataset.name)
                 table = table.append_column(
                     "__origin", pa.array([dataset.name] * table.num_rows, pa.string())
                 )

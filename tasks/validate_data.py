@@ -288,6 +288,37 @@ def _score_column(
     return pa.array(scaled.astype("float32"))
 
 
+def canonical_columns(
+    batch: pa.RecordBatch,
+    structure: str,
+    mapping: dict[str, str],
+    spec: DataSpec,
+    uri: str,
+    problems: Problems,
+    casts: set[str],
+) -> dict[str, pa.Array]:
+    """One batch in refit's column names: checked texts and, for scored pairs, scores on 0-1."""
+    columns = {
+        target: _text_column(batch, mapping[target], target, uri, problems)
+        for target in TEXT_COLUMNS[structure]
+    }
+    if structure == "scored_pairs":
+        columns["score"] = _score_column(batch, mapping["score"], spec, uri, problems, casts)
+    return columns
+
+
+def equal_texts_mask(table: pa.Table, structure: str) -> pa.Array:
+    """Rows whose texts are the same after trimming and case folding (they teach nothing)."""
+    normalized = [normalize(table[c]) for c in TEXT_COLUMNS[structure]]
+    same = pc.equal(normalized[0], normalized[1])
+    if structure == "triplets":
+        same = pc.or_(
+            same,
+            pc.or_(pc.equal(normalized[1], normalized[2]), pc.equal(normalized[0], normalized[2])),
+        )
+    return pc.fill_null(same, False)
+
+
 def _swallowed_rows(
     texts: pa.Array,
     rows: pa.Array,
@@ -353,14 +384,9 @@ def read_clean(
                         "in the data spec",
                     )
             rows += batch.num_rows
-            columns = {
-                target: _text_column(batch, mapping[target], target, ref.uri, problems)
-                for target in TEXT_COLUMNS[file_structure]
-            }
-            if file_structure == "scored_pairs":
-                columns["score"] = _score_column(
-                    batch, mapping["score"], spec, ref.uri, problems, casts
-                )
+            columns = canonical_columns(
+                batch, file_structure, mapping, spec, ref.uri, problems, casts
+            )
             if ref.format == "csv":
                 delimiter = spec.delimiter or ","
                 for target in TEXT_COLUMNS[file_structure]:
@@ -449,14 +475,7 @@ def deduplicate(table: pa.Table, structure: str) -> tuple[pa.Table, list[Finding
                 rows=rows,
             )
         )
-    normalized = [normalize(table[c]) for c in cols]
-    same = pc.equal(normalized[0], normalized[1])
-    if structure == "triplets":
-        same = pc.or_(
-            same,
-            pc.or_(pc.equal(normalized[1], normalized[2]), pc.equal(normalized[0], normalized[2])),
-        )
-    table, rows, n = _drop(table, same)
+    table, rows, n = _drop(table, equal_texts_mask(table, structure))
     if n:
         counts["equal_texts"] = n
         findings.append(
