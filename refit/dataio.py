@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -212,7 +213,7 @@ def iter_batches(
                     column=reserved[0],
                     fix="rename those columns",
                 )
-        rows = pa.array(range(start, start + batch.num_rows), type=pa.int64())
+        rows = pa.array(np.arange(start, start + batch.num_rows, dtype=np.int64))
         start += batch.num_rows
         yield batch.append_column(ROW, rows)
 

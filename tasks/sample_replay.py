@@ -5,6 +5,11 @@ delivery since). The sample is streamed through the files in record batches with
 reservoir: every row gets a random key from a generator seeded by ``seed`` and the k smallest
 keys win, so memory is bounded by k plus one batch and the same seed gives the same sample.
 Rows equal to a row of the new data or of an evaluation set never enter the sample.
+
+Keys are drawn before anything else is done with a batch. Once the reservoir is full, a row
+whose key is above the k-th smallest so far can never win, so only the rows under it are
+checked and compared; past the first k rows that is a shrinking few per batch (about
+k * ln(N / k) rows over a pool of N), and sampling costs little more than reading the files.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from refit.config import DataSpec
-from refit.dataio import ROW, TEXT_COLUMNS, expand, iter_batches, map_columns
+from refit.dataio import NOT_STRING_ROWS, ROW, TEXT_COLUMNS, expand, iter_batches, map_columns
 from refit.errors import DataError
 from refit.records import DataRecord, EvalSet, Finding, SourceFile
 from refit.tasks.validate_data import (
@@ -58,6 +63,15 @@ class Reservoir:
         self.k = k
         self.tables: dict[str, pa.Table] = {}
 
+    @property
+    def threshold(self) -> float:
+        """The largest key that can still win: the k-th smallest so far, once k rows are in."""
+        keys = [t[KEY].to_numpy() for t in self.tables.values()]
+        held = sum(len(k) for k in keys)
+        if held < self.k:
+            return np.inf
+        return float(np.max(np.concatenate(keys)))
+
     def offer(self, structure: str, table: pa.Table) -> None:
         if structure in self.tables:
             table = pa.concat_tables([self.tables[structure], table], promote_options="permissive")
@@ -71,6 +85,20 @@ class Reservoir:
         threshold = np.partition(keys, self.k - 1)[self.k - 1]
         for structure, table in list(self.tables.items()):
             self.tables[structure] = table.filter(pc.less_equal(table[KEY], threshold))
+
+
+def _could_win(
+    batch: pa.RecordBatch, keys: np.ndarray, threshold: float
+) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The rows of a batch whose keys are not above the reservoir's threshold."""
+    if threshold == np.inf:
+        return batch, keys
+    metadata = batch.schema.metadata or {}
+    if any(name.startswith(NOT_STRING_ROWS.encode()) for name in metadata):
+        # Those marks are positions in the whole batch; keep it whole so they stay true.
+        return batch, keys
+    keep = keys <= threshold
+    return batch.filter(pa.array(keep)), keys[keep]
 
 
 def sample_replay(
@@ -106,6 +134,10 @@ def sample_replay(
                 if mapping is None:
                     names = [n for n in batch.schema.names if n != ROW]
                     structure, mapping = map_columns(names, spec, ref.uri)
+                keys = rng.random(batch.num_rows)
+                batch, keys = _could_win(batch, keys, reservoir.threshold)
+                if batch.num_rows == 0:
+                    continue
                 problems = Problems(track_mask=True)
                 table = pa.table(
                     canonical_columns(batch, structure, mapping, spec, ref.uri, problems, set())
@@ -121,7 +153,7 @@ def sample_replay(
                 table = table.append_column(
                     "__origin", pa.array([dataset.name] * table.num_rows, pa.string())
                 )
-                table = table.append_column(KEY, pa.array(rng.random(table.num_rows)))
+                table = table.append_column(KEY, pa.array(keys))
                 reservoir.offer(structure, table.filter(pc.invert(skip)))
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +178,7 @@ def sample_replay(
                 Finding(
                     level="info",
                     code="replay_excluded",
-                    message=f"{excluded} pool rows left out: equal to new or evaluation rows",
+                    message=f"{excluded} drawn pool rows left out: equal to new or evaluation rows",
                     count=excluded,
                 )
             )
@@ -155,9 +187,9 @@ def sample_replay(
                 Finding(
                     level="warning",
                     code="replay_invalid",
-                    message=f"{dropped} pool rows skipped as invalid or with equal texts; if the "
-                    "count is large, a replay file changed since it was delivered: check the "
-                    "files of the lineage",
+                    message=f"{dropped} drawn pool rows skipped as invalid or with equal texts; "
+                    "if the count is large, a replay file changed since it was delivered: check "
+                    "the files of the lineage",
                     count=dropped,
                 )
             )
