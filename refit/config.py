@@ -99,6 +99,10 @@ class TrainingConfig(Strict):
     checkpoint_steps: int = Field(200, ge=1)
     logging_steps: int = Field(10, ge=1)
     losses: dict[Structure, str] = Field(default_factory=dict)
+    # Weight of an extra distillation loss on the replay texts: 1 - cosine similarity between
+    # the candidate's embedding of each text and the champion's. It holds old data where the
+    # champion put it (less forgetting, less re-embedding for vector indexes); 0 turns it off.
+    distill: float = Field(0.0, ge=0.0)
     seed: int = 42
     timeout_s: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, ge=1)
@@ -193,6 +197,15 @@ class RefitConfig(Strict):
     @classmethod
     def _eval_specs(cls, value: Any) -> Any:
         return [_as_spec(v) for v in _as_list(value)]
+
+    @model_validator(mode="after")
+    def _distill_needs_replay(self) -> RefitConfig:
+        if self.training.distill > 0 and self.replay.size == 0:
+            raise ValueError(
+                "training.distill holds the replay texts near the champion's embeddings, but "
+                "replay.size is 0: set replay.size above 0, or training.distill to 0"
+            )
+        return self
 
     @property
     def gate_checks(self) -> tuple[GateCheck, ...]:

@@ -31,6 +31,7 @@ INPUT_COLUMNS = {
     "scored_pairs": ["sentence1", "sentence2", "score"],
     "pairs": ["anchor", "positive"],
     "triplets": ["anchor", "positive", "negative"],
+    "texts": ["sentence"],
 }
 
 
@@ -57,6 +58,17 @@ def loss_class(name: str):
     if cls is None or not isinstance(cls, type):
         raise ValueError(f"unknown loss '{name}'")
     return cls
+
+
+def distill_loss(model, weight: float):
+    """1 - cosine similarity to the champion's embeddings (the labels), times ``weight``."""
+    base = loss_class("EmbedDistillLoss")
+
+    class WeightedEmbedDistillLoss(base):
+        def forward(self, sentence_features, labels):
+            return weight * super().forward(sentence_features, labels)
+
+    return WeightedEmbedDistillLoss(model, distance_metric="cosine")
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
@@ -126,11 +138,20 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     frozen = freeze(model, spec.get("freeze_embeddings", False), spec.get("freeze_layers", 0))
 
     train_sets, loss_fns = {}, {}
+    distill_texts = 0
     for ds in spec["datasets"]:
         data = Dataset.from_parquet(ds["path"])
         data = data.select_columns(INPUT_COLUMNS[ds["structure"]])
+        if ds["structure"] == "texts":
+            # Distillation targets: the champion's embeddings, taken before any step is made
+            # (also on a resume, where the base model is loaded afresh before the checkpoint).
+            labels = model.encode(data["sentence"], batch_size=64, convert_to_numpy=True)
+            data = data.add_column("label", labels.tolist())
+            distill_texts = len(data)
+            loss_fns[ds["name"]] = distill_loss(model, ds["weight"])
+        else:
+            loss_fns[ds["name"]] = loss_class(ds["loss"])(model)
         train_sets[ds["name"]] = data
-        loss_fns[ds["name"]] = loss_class(ds["loss"])(model)
     single = len(train_sets) == 1
     train_dataset = next(iter(train_sets.values())) if single else DatasetDict(train_sets)
     loss = next(iter(loss_fns.values())) if single else loss_fns
@@ -219,6 +240,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "device": device,
         "world_size": trainer.args.world_size,
         "frozen_parameters": frozen,
+        "distill_texts": distill_texts,
         "history": history,
         **precision(torch),
     }

@@ -155,6 +155,20 @@ def fine_tune(
     reused = summary_file.is_file()
     if not reused:
         datasets = []
+        if training.distill > 0 and replay:
+            # First in the list so the champion (the base model, untouched yet) embeds them.
+            texts = work / "distill-texts.parquet"
+            if not texts.is_file():
+                _distill_texts(replay, texts)
+            datasets.append(
+                {
+                    "name": "distill",
+                    "structure": "texts",
+                    "path": str(texts),
+                    "loss": "EmbedDistillLoss",
+                    "weight": training.distill,
+                }
+            )
         for s in sets:
             path = work / f"train-{s['name']}.parquet"
             if not path.is_file():
@@ -207,6 +221,8 @@ def fine_tune(
             raise
 
     summary = json.loads(summary_file.read_text())
+    if training.distill > 0 and replay:
+        losses = losses | {"distill": f"EmbedDistillLoss x {training.distill:g}"}
     return TrainResult(
         model_dir=str(output),
         work_dir=str(work),
@@ -219,9 +235,27 @@ def fine_tune(
         resumed_from=summary.get("resumed_from"),
         device=summary.get("device", "cpu"),
         world_size=summary.get("world_size", 1),
-        datasets={s["name"]: s["rows"] for s in sets},
+        datasets={s["name"]: s["rows"] for s in sets}
+        | ({"distill": summary["distill_texts"]} if summary.get("distill_texts") else {}),
         reused=reused,
     )
+
+
+def _distill_texts(replay: list[DataRecord], out: Path) -> None:
+    """The distinct texts of the replay rows, in a fixed order, one column ``sentence``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refit.dataio import TEXT_COLUMNS
+
+    seen: dict[str, None] = {}
+    for record in replay:
+        table = pq.read_table(record.clean_path)
+        for column in TEXT_COLUMNS[record.structure]:
+            seen.update(dict.fromkeys(table[column].to_pylist()))
+    tmp = out.with_suffix(".tmp")
+    pq.write_table(pa.table({"sentence": pa.array(list(seen), pa.string())}), tmp)
+    os.replace(tmp, out)
 
 
 def _concat_parquet(paths: list[str], out: Path) -> None:
