@@ -217,6 +217,7 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
                 "losses": trained.losses,
                 "steps": trained.global_step,
                 "loss": trained.training_loss,
+                "train_seconds": round(trained.train_seconds, 2),
                 "resumed_from": trained.resumed_from,
                 "reused": trained.reused,
                 "device": trained.device,

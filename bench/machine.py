@@ -1,0 +1,31 @@
+"""The machine a benchmark ran on, recorded next to its figures."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from typing import Any
+
+
+def describe(*packages: str) -> dict[str, Any]:
+    """CPU model, cores, memory, load and niceness now, Python and the given packages' versions."""
+    with open("/proc/cpuinfo") as fh:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
+    with open("/proc/meminfo") as fh:
+        ram_kib = next(int(ln.split()[1]) for ln in fh if ln.startswith("MemTotal:"))
+    found: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(ram_kib / 2**20, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "niceness": os.nice(0),
+        "python": platform.python_version(),
+    }
+    for name in packages:
+        found[name] = importlib.import_module(name).__version__
+    if "torch" in packages:
+        import torch
+
+        found["torch_threads"] = torch.get_num_threads()
+    return found
