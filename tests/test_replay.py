@@ -127,3 +127,56 @@ def test_replay_reads_parquet_pools(tmp_path):
     got = sample_replay([record], 40, 0, LeakageIndex(), tmp_path / "r")
     scores = pq.read_table(got[0].clean_path)["score"].to_pylist()
     assert len(scores) == 40 and max(scores) <= 1.0
+
+
+def test_sample_is_exactly_the_smallest_keys_of_the_eligible_rows(tmp_path):
+    """Skipping rows that can no longer win changes nothing: the sample equals a brute force.
+
+    The reference draws one key per pool row from the same generator, drops the rows equal to
+    an evaluation pair or with equal texts, and keeps the k smallest keys, over a pool of three
+    record batches.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from refit.dataio import BATCH_ROWS
+    from refit.records import DataRecord
+
+    n, k, seed = 2 * BATCH_ROWS + 5_000, 700, 11
+    first = [f"first text {i}" for i in range(n)]
+    second = [f"second text {i}" for i in range(n)]
+    equal = set(range(3, n, 211))
+    for i in equal:
+        second[i] = f"  FIRST TEXT {i} "
+    pq.write_table(
+        pa.table({"sentence1": first, "sentence2": second, "score": np.linspace(0, 1, n)}),
+        tmp_path / "pool.parquet",
+    )
+    leaked = [i for i in range(7, n, 97) if i not in equal]
+    write_csv(
+        tmp_path / "eval.csv",
+        [{"sentence1": second[i], "sentence2": first[i], "score": i % 2} for i in leaked],
+    )
+    eval_set, _ = load_eval_set(DataSpec(path=str(tmp_path / "eval.csv"), name="ev"), tmp_path)
+    pool = [
+        DataRecord(
+            name="pool",
+            role="original",
+            structure="scored_pairs",
+            spec={"path": str(tmp_path / "pool.parquet")},
+            files=[],
+            rows=n,
+            stored=str(tmp_path / "pool.parquet"),
+        )
+    ]
+
+    got = sample_replay(pool, k, seed, LeakageIndex.from_eval_sets([eval_set]), tmp_path / "r")
+
+    keys = np.random.default_rng(seed).random(n)
+    eligible = np.ones(n, dtype=bool)
+    eligible[list(equal)] = False
+    eligible[leaked] = False
+    rows = np.flatnonzero(eligible)
+    expected = [first[i] for i in rows[np.argsort(keys[rows])[:k]]]
+    assert got[0].rows == k
+    assert pq.read_table(got[0].clean_path)["sentence1"].to_pylist() == expected
