@@ -232,6 +232,7 @@ def report(work: Path) -> None:
             }
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "quality-runs.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "quality.json").write_text(
         json.dumps({"champion": champ, "machine": results["machine"], "variants": table}, indent=2)
     )
@@ -257,6 +258,15 @@ def report(work: Path) -> None:
             f"| {row['train_seconds']:.0f} |"
         )
     lines += ["", "Each cell: mean over seeds (lowest … highest)."]
+    default = next((row for row in table if row["variant"] == "replay-20"), None)
+    if default:
+        met = default["gain"][1] >= 0.03 and default["drop"][2] <= 0.005
+        lines += [
+            "",
+            f"Target for the defaults (replay-20): every seed gains at least 0.03 nDCG@10 and "
+            f"drops at most 0.005 Spearman: {'met' if met else 'not met'} (lowest gain "
+            f"{default['gain'][1]:+.4f}, highest drop {default['drop'][2]:+.4f}).",
+        ]
     (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(table, RESULTS / "quality.png")
