@@ -30,7 +30,7 @@ from refit.tasks.fetch_checkpoint import fetch_checkpoint_task
 from refit.tasks.fine_tune import choose_losses, fine_tune_task
 from refit.tasks.gate import check_gate_names, gate_task
 from refit.tasks.promote import register_base_task, register_candidate_task
-from refit.tasks.report import accuracy_matrix, publish_report_task
+from refit.tasks.report import accuracy_matrix, learning_summary, publish_report_task
 from refit.tasks.sample_replay import replay_size, sample_replay_task
 from refit.tasks.validate_data import validate_data_task
 
@@ -231,6 +231,16 @@ def retrain(config: RefitConfig) -> dict[str, Any]:
             "run_id": run_id,
         }
         summary["accuracy_matrix"] = accuracy_matrix(registry, version.version)
+        # What the model already knew: the lineage's sets, or on a first run the original data's.
+        earlier = {es.key for es in [*lineage_sets, *prepared.base_eval_sets]}
+        summary["learning"] = learning_summary(
+            prepared.eval_sets,
+            earlier,
+            candidate.metrics,
+            champion.metrics,
+            summary["accuracy_matrix"],
+            version.version,
+        )
         publish_report_task(summary, root)
         logger.info(
             "Decision: %s. Version %d registered at %s; champion is version %d",

@@ -1,8 +1,10 @@
 """The run report: a markdown artifact per run and a metric-history table per model.
 
-The markdown shows what the run used (rows of new, replay and evaluation data), what validation
-found, candidate against champion on every metric, each gate check, the decision and where the
-model is. The table artifact's key is fixed per model, so the Prefect UI lists its versions
+The markdown opens with what the run gained on the new data, what it forgot of the earlier
+data and how far it moved the embeddings, then shows what the run used (rows of new, replay and
+evaluation data), what validation found, candidate against champion on every metric, each gate
+check, the decision, the accuracy of every version of the lineage and where the model is.
+The table artifact's key is fixed per model, so the Prefect UI lists its versions
 across runs as the metric history.
 """
 
@@ -15,7 +17,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from refit.records import EvalSet
 from refit.registry import Registry
+from refit.tasks.evaluate import DRIFT
 
 
 def artifact_key(model: str, kind: str) -> str:
@@ -29,6 +33,108 @@ def _f(value: Any, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
+def learning_summary(
+    eval_sets: list[EvalSet],
+    earlier: set[str],
+    candidate: dict[str, dict[str, float]],
+    champion: dict[str, dict[str, float]],
+    matrix: dict[str, Any] | None = None,
+    candidate_version: int | None = None,
+) -> dict[str, Any]:
+    """Gain on the new data, forgetting of the earlier data and embedding drift, in one record.
+
+    ``earlier`` holds the keys of the evaluation sets of data the model learned before this run
+    (the lineage's sets, or on a first run those of the original data); every other set came
+    with this delivery. Each set is judged on its primary metric. An earlier set's
+    ``forgetting`` is how far the candidate falls below the champion; ``forgetting_from_best``
+    is how far it falls below the best score any version of the lineage ever had on that set
+    (continual learning's usual measure), read from the accuracy matrix without its row
+    ``candidate_version``, so no old version is evaluated again. Positive values are forgotten,
+    negative ones gained.
+    """
+    best: dict[str, float] = {}
+    for row in (matrix or {}).get("rows", []):
+        if row["version"] == candidate_version:
+            continue
+        for name, score in row["scores"].items():
+            if score is not None:
+                best[name] = max(score, best.get(name, score))
+    new, old = [], []
+    for es in eval_sets:
+        value = candidate.get(es.name, {}).get(es.primary_metric)
+        base = champion.get(es.name, {}).get(es.primary_metric)
+        row: dict[str, Any] = {
+            "eval_set": es.name,
+            "metric": es.primary_metric,
+            "champion": base,
+            "candidate": value,
+            "delta": None if value is None or base is None else value - base,
+        }
+        if es.key in earlier:
+            row["forgetting"] = None if row["delta"] is None else -row["delta"]
+            top = best.get(es.name)
+            row["forgetting_from_best"] = None if value is None or top is None else top - value
+            old.append(row)
+        else:
+            new.append(row)
+    gains = [r["delta"] for r in new if r["delta"] is not None]
+    drops = [r["forgetting"] for r in old if r["forgetting"] is not None]
+    drift = candidate.get(DRIFT)
+    return {
+        "new": new,
+        "earlier": old,
+        "mean_gain": sum(gains) / len(gains) if gains else None,
+        "max_forgetting": max(drops) if drops else None,
+        "drift": dict(drift) if drift else None,
+    }
+
+
+def _learning_lines(learning: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Gain, forgetting and drift",
+        "",
+        "| data | evaluation set | metric | champion | candidate | change |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, rows in (("new", learning["new"]), ("earlier", learning["earlier"])):
+        for r in rows:
+            lines.append(
+                f"| {label} | {r['eval_set']} | {r['metric']} | {_f(r['champion'])} "
+                f"| {_f(r['candidate'])} | {_f(r['delta'], True)} |"
+            )
+    lines.append("")
+    if learning["mean_gain"] is not None:
+        lines.append(f"- Gain on the new data (mean change): **{_f(learning['mean_gain'], True)}**")
+    worst = learning["max_forgetting"]
+    if worst is None:
+        lines.append("- Forgetting: not measured, no evaluation set comes from an earlier delivery")
+    elif worst > 0:
+        lines.append(f"- Forgetting (largest drop on an earlier set): **{_f(worst)}**")
+    else:
+        least = _f(-worst, True)
+        lines.append(f"- Forgetting: none, every earlier set held or rose (least {least})")
+    from_best = [
+        r["forgetting_from_best"]
+        for r in learning["earlier"]
+        if r.get("forgetting_from_best") is not None
+    ]
+    if from_best:
+        gap = max(from_best)
+        lines.append(
+            "- Against the best score any earlier version had on each earlier set: "
+            + (f"at most **{_f(gap)}** below" if gap > 0 else "at or above it on every set")
+        )
+    drift = learning["drift"]
+    if drift:
+        lines.append(
+            f"- Embedding drift: mean cosine **{_f(drift['mean_cosine'])}** (lowest "
+            f"{_f(drift['min_cosine'])}) between the champion's and the candidate's embeddings "
+            "of the same probe texts. Below 1, vectors indexed with the champion no longer match "
+            "the candidate's: re-embed the corpus when this candidate is promoted"
+        )
+    return lines
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     decision = summary["decision"]
     lines = [
@@ -40,6 +146,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"Model directory: `{summary['model_path']}`  ",
         f"Registry: `{summary['registry']}`",
         "",
+    ]
+    if summary.get("learning"):
+        lines += _learning_lines(summary["learning"]) + [""]
+    lines += [
         "## Data",
         "",
         "| data | rows |",

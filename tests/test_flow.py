@@ -132,6 +132,24 @@ def test_promote_then_reject_then_reuse_champion_scores(tiny_model, data, tmp_pa
     drift = second["metrics"]["candidate"]["embedding-drift"]
     assert 0.0 < drift["min_cosine"] <= drift["mean_cosine"] <= 1.0 + 1e-6
     assert second["metrics"]["champion"]["embedding-drift"]["mean_cosine"] == 1.0
+    # Gain on the delivery's own set, forgetting on the lineage's, drift: one record and report.
+    learning = second["learning"]
+    assert [r["eval_set"] for r in learning["new"]] == ["scifact-heldout"]
+    assert [r["eval_set"] for r in learning["earlier"]] == ["stsb-test"]
+    stsb = second["metrics"]["delta"]["stsb-test"]["spearman"]
+    assert learning["max_forgetting"] == pytest.approx(-stsb)
+    assert learning["mean_gain"] == pytest.approx(
+        second["metrics"]["delta"]["scifact-heldout"]["ndcg@10"]
+    )
+    best = max(matrix[1]["stsb-test"], matrix[2]["stsb-test"])
+    assert learning["earlier"][0]["forgetting_from_best"] == pytest.approx(
+        best - matrix[3]["stsb-test"]
+    )
+    assert learning["drift"] == drift
+    report = read_artifact(artifact_key(registry.model_name(), "report")).data
+    assert "## Gain, forgetting and drift" in report
+    assert "| earlier | stsb-test | spearman |" in report
+    assert f"mean cosine **{drift['mean_cosine']:.4f}**" in report
 
     # The same delivery again: the champion has been scored on both sets, so it is not encoded.
     third = retrain(
