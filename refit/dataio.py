@@ -471,8 +471,10 @@ def _json_column(values: list) -> pa.Array:
 def _parquet_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
     try:
         with fsspec.open(ref.uri, "rb") as fh:
-            parquet = pq.ParquetFile(fh)
-            yield from parquet.iter_batches(batch_size=batch_rows)
+            # Read page by page, one batch at a time. pyarrow's defaults (pre_buffer, threads)
+            # fetch and decode row groups ahead and can hold most of a large file in memory.
+            parquet = pq.ParquetFile(fh, buffer_size=1 << 20, pre_buffer=False)
+            yield from parquet.iter_batches(batch_size=batch_rows, use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(
             f"cannot read the file as Parquet ({str(exc).splitlines()[0]})",
