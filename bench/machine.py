@@ -8,8 +8,27 @@ import platform
 from typing import Any
 
 
+def memory() -> tuple[float, float]:
+    """(resident memory now, peak resident memory) of this process in MiB, from /proc.
+
+    VmHWM is this process's own peak. getrusage's ru_maxrss is not: on Linux it carries the
+    parent's peak across fork and exec, so a child started by a large parent reports that.
+    """
+    fields = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
 def describe(*packages: str) -> dict[str, Any]:
-    """CPU model, cores, memory, load and niceness now, Python and the given packages' versions."""
+    """CPU model, cores, memory, load and niceness now, Python and the given packages' versions.
+
+    Call it before the measured runs: the load average it records is the load they started
+    under (another job on the machine shows there).
+    """
     with open("/proc/cpuinfo") as fh:
         cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
     with open("/proc/meminfo") as fh:

@@ -148,7 +148,13 @@ def one_run(side: str, data: Path, rows: int, epochs: float, seed: int) -> dict:
         cmd = [sys.executable, __file__, "--child", side, "--data", str(data)]
         cmd += ["--rows", str(rows), "--epochs", str(epochs), "--seed", str(seed)]
         cmd += ["--work", work]
-        env = os.environ | {"PREFECT_HOME": str(Path(work) / "prefect"), "DO_NOT_TRACK": "1"}
+        # refit's worker turns the tokenizer's own threads off; the bare side runs the same way
+        # so that neither competes with torch for the cores.
+        env = os.environ | {
+            "PREFECT_HOME": str(Path(work) / "prefect"),
+            "DO_NOT_TRACK": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         process_seconds = time.perf_counter() - started
@@ -177,6 +183,7 @@ def main() -> None:
         print(json.dumps(run_bare(args.data, args.epochs, args.seed, args.work)))
         return
 
+    machine = describe("torch", "transformers", "sentence_transformers")
     work = ROOT / ".refit" / "bench" / "throughput"
     work.mkdir(parents=True, exist_ok=True)
     data = work / "stsb-train.parquet"
@@ -223,7 +230,7 @@ def main() -> None:
             for side in runs
         },
         "runs": runs,
-        "machine": describe("torch", "transformers", "sentence_transformers"),
+        "machine": machine,
         "command": "python bench/throughput.py " + " ".join(sys.argv[1:]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

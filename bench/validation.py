@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import shlex
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import describe
+from machine import describe, memory
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "validation.json"
@@ -134,12 +133,6 @@ def generate(work: Path, rows: int, seed: int) -> dict[str, Any]:
     return planted
 
 
-def _rss_kib() -> int:
-    """The process's resident memory now, in KiB."""
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
-
-
 def run_side(side: str, train: Path, eval_csv: Path, out: Path) -> dict[str, Any]:
     """One validation in this process: the figures the parent compares (child process only)."""
     low, high = SCORE_RANGE
@@ -170,15 +163,15 @@ def run_side(side: str, train: Path, eval_csv: Path, out: Path) -> dict[str, Any
             return outcome.rows, outcome.dropped, outcome.dropped_rows
 
     gc.collect()
-    before = _rss_kib()
+    before, _ = memory()
     start = time.perf_counter()
     rows, dropped, listed = work()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, peak = memory()
     return {
         "seconds": seconds,
-        "rss_before_mib": before / 1024,
-        "peak_rss_mib": peak / 1024,
+        "rss_before_mib": before,
+        "peak_rss_mib": peak,
         "clean_rows": rows,
         "dropped": dropped,
         "dropped_rows": listed,
@@ -220,12 +213,13 @@ def summarize(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
     seconds = statistics.median(r["seconds"] for r in runs)
     before = statistics.median(r["rss_before_mib"] for r in runs)
     peak = statistics.median(r["peak_rss_mib"] for r in runs)
+    increment = statistics.median(r["peak_rss_mib"] - r["rss_before_mib"] for r in runs)
     return {
         "median_seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds),
         "median_rss_before_mib": round(before, 1),
         "median_peak_rss_mib": round(peak, 1),
-        "median_rss_increment_mib": round(peak - before, 1),
+        "median_rss_increment_mib": round(increment, 1),
         "runs": runs,
     }
 
@@ -256,7 +250,8 @@ def main() -> None:
     )
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     for repeat in range(args.repeats):
-        for side in SIDES:
+        # Alternate which side goes first, so neither always meets a cold page cache.
+        for side in SIDES if repeat % 2 == 0 else SIDES[::-1]:
             result = _child(side, work)
             runs[side].append(result)
             print(f"run {repeat + 1} {side}: {result['seconds']:.2f} s", flush=True)
