@@ -8,7 +8,7 @@ is retrained on SciFact train and evaluated on STS-B test and SciFact test, thro
             removed from the copy of its registry), so both models are evaluated
     run 2   the same config again: the gate of run 1 asks for the impossible, so the champion is
             unchanged, and its scores and probe embeddings stored by run 1 are reused; only the
-            candidate is evaluated (its training is reused too: same parent, data and settings)
+            candidate is evaluated (its training runs again, as every run's does)
 
 Overhead is run 1's wall time (process start to exit) minus the fine-tune and evaluate steps,
 split into the interpreter start, the imports (refit's CLI, config and flow with all they
