@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import statistics
 from typing import Any
 
 
@@ -21,6 +22,24 @@ def memory() -> tuple[float, float]:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0]) / 1024
     return fields["VmRSS"], fields["VmHWM"]
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over runs that each hold seconds, rss_before_mib and peak_rss_mib.
+
+    The increment is the median of each run's own peak less its own start, not the difference
+    of two medians taken from different runs.
+    """
+    med = statistics.median
+    return {
+        "median_seconds": round(med(r["seconds"] for r in runs), 3),
+        "median_rss_before_mib": round(med(r["rss_before_mib"] for r in runs), 1),
+        "median_peak_rss_mib": round(med(r["peak_rss_mib"] for r in runs), 1),
+        "median_rss_increment_mib": round(
+            med(r["peak_rss_mib"] - r["rss_before_mib"] for r in runs), 1
+        ),
+        "runs": runs,
+    }
 
 
 def describe(*packages: str) -> dict[str, Any]:

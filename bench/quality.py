@@ -294,7 +294,6 @@ def report(work: Path) -> None:
             "Beyond: the seeds' ranges of the two variants do not overlap; inside: they do, so "
             "two seeds cannot tell the variants apart.",
         ]
-    if default:
         met = default["gain"][1] >= 0.03 and default["drop"][2] <= 0.005
         lines += [
             "",

@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from machine import describe, memory
+from machine import describe, memory, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -150,21 +149,6 @@ def one_run(side: str, data: Path, evals: Path, k: int, seed: int, work: Path) -
     if proc.returncode != 0:
         raise SystemExit(f"{side} run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def summarize(runs: list[dict]) -> dict:
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
-
-    return {
-        "median_seconds": round(med("seconds"), 3),
-        "median_rss_before_mib": round(med("rss_before_mib"), 1),
-        "median_peak_rss_mib": round(med("peak_rss_mib"), 1),
-        "median_rss_increment_mib": round(
-            statistics.median(r["peak_rss_mib"] - r["rss_before_mib"] for r in runs), 1
-        ),
-        "runs": runs,
-    }
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import describe, memory
+from machine import describe, memory, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "validation.json"
@@ -209,19 +209,10 @@ def _same_output(work: Path) -> None:
             sys.exit(f"the clean files differ in column {ours}: the two sides did different work")
 
 
-def summarize(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
-    seconds = statistics.median(r["seconds"] for r in runs)
-    before = statistics.median(r["rss_before_mib"] for r in runs)
-    peak = statistics.median(r["peak_rss_mib"] for r in runs)
-    increment = statistics.median(r["peak_rss_mib"] - r["rss_before_mib"] for r in runs)
-    return {
-        "median_seconds": round(seconds, 3),
-        "rows_per_second": round(rows / seconds),
-        "median_rss_before_mib": round(before, 1),
-        "median_peak_rss_mib": round(peak, 1),
-        "median_rss_increment_mib": round(increment, 1),
-        "runs": runs,
-    }
+def with_rows_per_second(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    summary = summarize(runs)
+    summary["rows_per_second"] = round(rows / statistics.median(r["seconds"] for r in runs))
+    return summary
 
 
 def main() -> None:
@@ -261,7 +252,7 @@ def main() -> None:
                 sys.exit(f"{key} differ: refit {refit[key]}, pandas {pandas[key]}")
     _same_output(work)
 
-    summary = {side: summarize(runs[side], args.rows) for side in SIDES}
+    summary = {side: with_rows_per_second(runs[side], args.rows) for side in SIDES}
     ratio = summary["pandas"]["median_seconds"] / summary["refit"]["median_seconds"]
     report = {
         "rows": args.rows,
