@@ -249,6 +249,32 @@ def test_qrels_naming_unknown_documents_is_an_error(tmp_path):
     assert "row 2" in str(info.value) and "column 'corpus-id'" in str(info.value)
 
 
+def test_parquet_of_many_row_groups_is_read_batch_by_batch_in_file_order(tmp_path):
+    """Parquet is streamed page by page; batches cross row-group boundaries in order."""
+    from refit.dataio import ROW, expand, iter_batches
+
+    rows = stsb_rows("train", 350)
+    table = pa.table(
+        {
+            "sentence1": [r["sentence1"] for r in rows],
+            "sentence2": [r["sentence2"] for r in rows],
+            "score": [float(r["score"]) for r in rows],
+        }
+    )
+    path = tmp_path / "groups.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
+    spec = DataSpec(path=str(path), score_range=(0, 5))
+    (ref,) = expand(spec)
+    batches = list(iter_batches(ref, spec, batch_rows=64))
+    assert max(b.num_rows for b in batches) <= 64
+    read = pa.Table.from_batches(batches)
+    assert read[ROW].to_pylist() == list(range(1, 351))
+    assert read["sentence1"].to_pylist() == table["sentence1"].to_pylist()
+    record = validate(path, tmp_path, score_range=(0, 5))
+    assert record.rows + sum(record.dropped.values()) == 350
+
+
 def test_parquet_scores_cast_to_float32_are_reported(tmp_path):
     rows = stsb_rows("train", 30)
     table = pa.table(
