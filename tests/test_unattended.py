@@ -170,8 +170,13 @@ def test_landed_data_trains_once_and_runs_never_overlap(server, tiny_model, tmp_
             assert deployment.schedules[0].schedule.timezone == "Europe/Berlin"
             assert deployment.global_concurrency_limit.limit == 1
             assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
-            automations = api.read_automations_by_name(f"refit-{slug}-data-landed")
-            assert automations and "refit.data.landed" in automations[0].trigger.expect
+            # serve creates the trigger's automation just after the deployment: wait for it too.
+            automations = wait_for(
+                lambda: api.read_automations_by_name(f"refit-{slug}-data-landed"),
+                60,
+                "the data-landed automation",
+            )
+            assert "refit.data.landed" in automations[0].trigger.expect
 
             # A file lands (written elsewhere, then moved in whole).
             batch = write_jsonl(tmp_path / "incoming.jsonl", scifact_pairs(120))
