@@ -33,7 +33,7 @@ from refit.tasks.validate_data import (
     Problems,
     canonical_columns,
     equal_texts_mask,
-    pair_key,
+    normalized_texts,
 )
 
 KEY = "__key"
@@ -48,11 +48,11 @@ def replay_size(size: float, new_rows: int) -> int:
 
 def exclusion_index(new_data: list[DataRecord], leakage: LeakageIndex) -> LeakageIndex:
     """Evaluation pairs and queries plus every pair of the new data."""
-    index = LeakageIndex(pairs=set(leakage.pairs), queries=set(leakage.queries))
+    index = leakage.copy()
     for record in new_data:
         table = pq.read_table(record.clean_path)
         a, b = TEXT_COLUMNS[record.structure][:2]
-        index.pairs.update(pair_key(table[a], table[b]).to_pylist())
+        index.add_pairs(table[a], table[b])
     return index
 
 
@@ -142,10 +142,11 @@ def sample_replay(
                 table = pa.table(
                     canonical_columns(batch, structure, mapping, spec, ref.uri, problems, set())
                 )
-                bad = equal_texts_mask(table, structure)
+                normalized = normalized_texts(table, structure)
+                bad = equal_texts_mask(table, structure, normalized)
                 if problems.mask is not None:
                     bad = pc.or_(bad, problems.mask)
-                by_pair, by_query = exclude.mask(table, structure)
+                by_pair, by_query = exclude.mask(table, structure, normalized)
                 leaks = pc.or_(by_pair, by_query)
                 skip = pc.or_(leaks, bad)
                 excluded += pc.sum(leaks).as_py() or 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,29 +57,51 @@ PRIMARY_METRIC = {
 
 
 def normalize(texts: pa.Array) -> pa.Array:
-    """Trim (every character Python calls whitespace) and lower-case: the key for equality."""
-    return pc.utf8_lower(pc.utf8_trim(texts, characters=PYTHON_WHITESPACE))
+    """Trim (every character Python calls whitespace) and lower-case: the key for equality.
+
+    Text that is all ASCII (most training data) takes the ASCII lower-casing, which gives the
+    same result several times faster than the Unicode one.
+    """
+    trimmed = pc.utf8_trim(texts, characters=PYTHON_WHITESPACE)
+    if pc.all(pc.string_is_ascii(trimmed)).as_py() is not False:
+        return pc.ascii_lower(trimmed)
+    return pc.utf8_lower(trimmed)
 
 
-def pair_key(a: pa.Array, b: pa.Array) -> pa.Array:
-    """An order-free key of two texts: (a, b) and (b, a) are the same pair."""
-    return _ordered_key(normalize(a), normalize(b))
+def _ordered(first: str, second: str) -> tuple[str, str]:
+    return (first, second) if first <= second else (second, first)
 
 
-def _ordered_key(na: pa.Array, nb: pa.Array) -> pa.Array:
-    """``pair_key`` of two texts that are already normalized."""
-    in_order = pc.less_equal(na, nb)
-    first = pc.if_else(in_order, na, nb)
-    second = pc.if_else(in_order, nb, na)
-    return pc.binary_join_element_wise(first, second, "\x1f")
+def pair_keys(first: pa.Array, second: pa.Array) -> list[tuple[str, str]]:
+    """Order-free keys of normalized text pairs: (a, b) and (b, a) are the same pair."""
+    return [
+        _ordered(a, b)
+        for a, b in zip(first.to_pylist(), second.to_pylist(), strict=True)
+        if a is not None and b is not None
+    ]
+
+
+def normalized_texts(table: pa.Table, structure: str) -> list[pa.Array]:
+    """The text columns of a structure, normalized: computed once, shared by every check."""
+    return [normalize(table[c]) for c in TEXT_COLUMNS[structure]]
 
 
 @dataclass
 class LeakageIndex:
-    """What training rows must not repeat: evaluation pairs and evaluation queries."""
+    """What training rows must not repeat: evaluation pairs and evaluation queries.
 
-    pairs: set[str] = field(default_factory=set)
+    ``pairs`` holds order-free pairs of normalized texts, ``texts`` every text that occurs in
+    one of them, and ``queries`` normalized queries. Add pairs with ``add_pairs`` so that the
+    two stay in step: a row is looked up among the pairs only when both its texts are known,
+    which for most rows is two hash lookups instead of building a key.
+    """
+
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+    texts: set[str] = field(default_factory=set)
     queries: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.texts.update(t for key in self.pairs for t in key)
 
     @classmethod
     def from_eval_sets(cls, eval_sets: list[EvalSet]) -> LeakageIndex:
@@ -90,34 +113,54 @@ class LeakageIndex:
                 continue
             table = pq.read_table(es.files["data"])
             a, b = TEXT_COLUMNS[es.kind][:2]
-            index.pairs.update(pair_key(table[a], table[b]).to_pylist())
+            first = index.add_pairs(table[a], table[b])
             if es.kind == "pairs":
-                index.queries.update(normalize(table["anchor"]).to_pylist())
+                index.queries.update(first.to_pylist())
         return index
 
-    def mask(self, table: pa.Table, structure: str) -> tuple[pa.Array, pa.Array]:
+    def copy(self) -> LeakageIndex:
+        return LeakageIndex(set(self.pairs), set(self.texts), set(self.queries))
+
+    def add_pairs(self, first: pa.Array, second: pa.Array) -> pa.Array:
+        """Add the pairs of two text columns (not yet normalized); return the first, normalized."""
+        na, nb = normalize(first), normalize(second)
+        keys = pair_keys(na, nb)
+        self.pairs.update(keys)
+        self.texts.update(t for key in keys for t in key)
+        return na
+
+    def mask(
+        self, table: pa.Table, structure: str, normalized: list[pa.Array] | None = None
+    ) -> tuple[pa.Array, pa.Array]:
         """Boolean masks: rows whose pair is an evaluation pair; rows whose anchor is a query.
 
-        The first text is normalized once for both masks, and an empty side of the index (no
-        queries, for scored-pairs and triplet evaluation sets) matches nothing without
-        normalizing anything: normalization is most of the cost of this check.
+        ``normalized`` are the table's text columns already normalized (``normalized_texts``);
+        without them, only the columns a non-empty side of the index needs are normalized.
         """
         a, b = TEXT_COLUMNS[structure][:2]
-        nothing = pa.chunked_array([np.zeros(table.num_rows, dtype=bool)], pa.bool_())
+        none = np.zeros(table.num_rows, dtype=bool)
         if not self.pairs and not self.queries:
-            return nothing, nothing
-        first = normalize(table[a])
-        by_pair = by_query = nothing
+            return pa.array(none), pa.array(none)
+        first = normalized[0] if normalized else normalize(table[a])
+        by_pair = none.copy()
         if self.pairs:
-            keys = _ordered_key(first, normalize(table[b]))
-            by_pair = pc.fill_null(
-                pc.is_in(keys, value_set=pa.array(list(self.pairs), pa.string())), False
-            )
+            second = normalized[1] if normalized else normalize(table[b])
+            texts = pa.array(list(self.texts), pa.string())
+            known = pc.and_(pc.is_in(first, value_set=texts), pc.is_in(second, value_set=texts))
+            candidates = np.flatnonzero(pc.fill_null(known, False).to_numpy(zero_copy_only=False))
+            if len(candidates):
+                at = pa.array(candidates)
+                keys = zip(
+                    pc.take(first, at).to_pylist(), pc.take(second, at).to_pylist(), strict=True
+                )
+                by_pair[candidates] = [_ordered(x, y) in self.pairs for x, y in keys]
+        by_query = none
         if self.queries:
-            by_query = pc.fill_null(
-                pc.is_in(first, value_set=pa.array(list(self.queries), pa.string())), False
+            queries = pa.array(list(self.queries), pa.string())
+            by_query = pc.fill_null(pc.is_in(first, value_set=queries), False).to_numpy(
+                zero_copy_only=False
             )
-        return by_pair, by_query
+        return pa.array(by_pair), pa.array(by_query)
 
 
 class Problems:
@@ -246,10 +289,16 @@ def _score_column(
     rows = batch.column(ROW)
     lo, hi = spec.score_range
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        text = col.to_pandas()
-        missing = (text.isna() | (text.str.strip() == "")).to_numpy()
-        values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
         casts.add("text")
+        try:
+            # Every score a plain number (the common case): Arrow parses it in one pass.
+            values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            missing = pc.is_null(col).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # Some are not: pandas marks each one, so that the error can name its rows.
+            text = col.to_pandas()
+            missing = (text.isna() | (text.str.strip() == "")).to_numpy()
+            values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
     elif (
         pa.types.is_integer(col.type)
         or pa.types.is_floating(col.type)
@@ -323,9 +372,11 @@ def canonical_columns(
     return columns
 
 
-def equal_texts_mask(table: pa.Table, structure: str) -> pa.Array:
+def equal_texts_mask(
+    table: pa.Table, structure: str, normalized: list[pa.Array] | None = None
+) -> pa.Array:
     """Rows whose texts are the same after trimming and case folding (they teach nothing)."""
-    normalized = [normalize(table[c]) for c in TEXT_COLUMNS[structure]]
+    normalized = normalized or normalized_texts(table, structure)
     same = pc.equal(normalized[0], normalized[1])
     if structure == "triplets":
         same = pc.or_(
@@ -399,49 +450,58 @@ def read_clean(
     sources: list[SourceFile] = []
     casts: set[str] = set()
     extra_columns: set[str] = set()
-    for index, ref in enumerate(files):
-        sources.append(SourceFile(uri=ref.uri, sha256=content_hash(ref.uri)))
-        file_structure, mapping, rows = None, None, 0
-        for batch in iter_batches(ref, spec):
+    # Each file's sha256 is computed on a second thread while the files are parsed: hashing
+    # releases the GIL, so the digest costs little more than the parse alone.
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit-sha256")
+    digests = [hasher.submit(content_hash, ref.uri) for ref in files]
+    try:
+        for index, ref in enumerate(files):
+            file_structure, mapping, rows = None, None, 0
+            for batch in iter_batches(ref, spec):
+                if mapping is None:
+                    names = [n for n in batch.schema.names if n != ROW]
+                    file_structure, mapping = map_columns(names, spec, ref.uri)
+                    extra_columns.update(set(names) - set(mapping.values()))
+                    if structure is None:
+                        structure = file_structure
+                    elif file_structure != structure:
+                        raise DataError(
+                            f"holds {file_structure} but the data set's other files hold "
+                            f"{structure}",
+                            file=ref.uri,
+                            fix="put files of one structure in one data set, or set structure: "
+                            "in the data spec",
+                        )
+                rows += batch.num_rows
+                columns = canonical_columns(
+                    batch, file_structure, mapping, spec, ref.uri, problems, casts
+                )
+                if ref.format == "csv":
+                    delimiter = spec.delimiter or ","
+                    for target in TEXT_COLUMNS[file_structure]:
+                        _swallowed_rows(
+                            columns[target],
+                            batch.column(ROW),
+                            mapping[target],
+                            delimiter,
+                            len(batch.schema.names) - 1,
+                            ref.uri,
+                            problems,
+                        )
+                columns[SOURCE] = pa.array(np.full(batch.num_rows, index, dtype="int32"))
+                columns[ROW] = batch.column(ROW)
+                tables.append(pa.table(columns))
             if mapping is None:
-                names = [n for n in batch.schema.names if n != ROW]
-                file_structure, mapping = map_columns(names, spec, ref.uri)
-                extra_columns.update(set(names) - set(mapping.values()))
-                if structure is None:
-                    structure = file_structure
-                elif file_structure != structure:
-                    raise DataError(
-                        f"holds {file_structure} but the data set's other files hold {structure}",
-                        file=ref.uri,
-                        fix="put files of one structure in one data set, or set structure: "
-                        "in the data spec",
-                    )
-            rows += batch.num_rows
-            columns = canonical_columns(
-                batch, file_structure, mapping, spec, ref.uri, problems, casts
-            )
-            if ref.format == "csv":
-                delimiter = spec.delimiter or ","
-                for target in TEXT_COLUMNS[file_structure]:
-                    _swallowed_rows(
-                        columns[target],
-                        batch.column(ROW),
-                        mapping[target],
-                        delimiter,
-                        len(batch.schema.names) - 1,
-                        ref.uri,
-                        problems,
-                    )
-            columns[SOURCE] = pa.array(np.full(batch.num_rows, index, dtype="int32"))
-            columns[ROW] = batch.column(ROW)
-            tables.append(pa.table(columns))
-        if mapping is None:
-            # A header and no rows: the columns can still be checked.
-            names = read_columns(ref, spec)
-            if names:
-                file_structure, mapping = map_columns(names, spec, ref.uri)
-                structure = structure or file_structure
-        sources[-1] = sources[-1].model_copy(update={"rows": rows})
+                # A header and no rows: the columns can still be checked.
+                names = read_columns(ref, spec)
+                if names:
+                    file_structure, mapping = map_columns(names, spec, ref.uri)
+                    structure = structure or file_structure
+            sources.append(SourceFile(uri=ref.uri, sha256=digests[index].result(), rows=rows))
+    finally:
+        for digest in digests:
+            digest.cancel()
+        hasher.shutdown(wait=True)
     findings: list[Finding] = []
     if extra_columns:
         findings.append(
@@ -484,68 +544,60 @@ def _empty(structure: str) -> pa.Table:
     return pa.table(columns)
 
 
-def _drop(table: pa.Table, mask: pa.Array) -> tuple[pa.Table, list[int], int]:
-    dropped = pc.filter(table[ROW], mask).to_pylist()
-    return table.filter(pc.invert(mask)), dropped[:20], len(dropped)
-
-
-def deduplicate(table: pa.Table, structure: str) -> tuple[pa.Table, list[Finding], dict[str, int]]:
-    """Drop exact duplicate rows and pairs whose texts are equal after trimming and case folding."""
-    findings: list[Finding] = []
-    counts: dict[str, int] = {}
-    cols = list(TEXT_COLUMNS[structure])
-    frame = table.select(cols).to_pandas()
-    dup = pa.array(frame.duplicated(keep="first").to_numpy())
-    table, rows, n = _drop(table, dup)
-    if n:
-        counts["duplicates"] = n
-        findings.append(
-            Finding(
-                level="warning",
-                code="duplicates",
-                message=f"{n} exact duplicate rows dropped (the first copy is kept)",
-                count=n,
-                rows=rows,
-            )
-        )
-    table, rows, n = _drop(table, equal_texts_mask(table, structure))
-    if n:
-        counts["equal_texts"] = n
-        findings.append(
-            Finding(
-                level="warning",
-                code="equal_texts",
-                message=f"{n} rows dropped whose texts are the same after trimming and case "
-                "folding (they teach nothing)",
-                count=n,
-                rows=rows,
-            )
-        )
-    return table, findings, counts
-
-
-def drop_leakage(
-    table: pa.Table, structure: str, leakage: LeakageIndex
+def drop_unusable(
+    table: pa.Table, structure: str, leakage: LeakageIndex | None
 ) -> tuple[pa.Table, list[Finding], dict[str, int]]:
+    """Drop exact duplicates, pairs of equal texts and leakage into an evaluation set.
+
+    Each row is counted once, under the first reason in that order: a duplicate of a leaking
+    pair counts as a duplicate (its first copy as leakage), a leaking pair of equal texts as
+    equal texts. The texts are normalized once for both later checks, and the table is filtered
+    once.
+    """
+    columns = list(TEXT_COLUMNS[structure])
+    duplicate = table.select(columns).to_pandas().duplicated(keep="first").to_numpy()
+    normalized = normalized_texts(table, structure)
+    equal = equal_texts_mask(table, structure, normalized).to_numpy(zero_copy_only=False)
+    equal = equal & ~duplicate
+    leak = by_pair = np.zeros(table.num_rows, dtype=bool)
+    if leakage is not None:
+        pair_mask, query_mask = leakage.mask(table, structure, normalized)
+        by_pair = pair_mask.to_numpy(zero_copy_only=False)
+        leak = (by_pair | query_mask.to_numpy(zero_copy_only=False)) & ~(duplicate | equal)
+    rows = table[ROW].to_numpy()
     findings: list[Finding] = []
     counts: dict[str, int] = {}
-    if not leakage.pairs and not leakage.queries:
-        return table, findings, counts
-    by_pair, by_query = leakage.mask(table, structure)
-    table, rows, n = _drop(table, pc.or_(by_pair, by_query))
-    if n:
-        n_pair = pc.sum(by_pair).as_py() or 0
-        counts["leakage"] = n
+    for code, where, message in (
+        ("duplicates", duplicate, "{n} exact duplicate rows dropped (the first copy is kept)"),
+        (
+            "equal_texts",
+            equal,
+            "{n} rows dropped whose texts are the same after trimming and case folding (they "
+            "teach nothing)",
+        ),
+        (
+            "leakage",
+            leak,
+            "{n} rows dropped that leak into an evaluation set ({pair} equal to an evaluation "
+            "pair, {query} with an anchor that is an evaluation query)",
+        ),
+    ):
+        n = int(where.sum())
+        if not n:
+            continue
+        pair = int((by_pair & where).sum())
+        counts[code] = n
         findings.append(
             Finding(
                 level="warning",
-                code="leakage",
-                message=f"{n} rows dropped that leak into an evaluation set ({n_pair} equal to "
-                f"an evaluation pair, {n - n_pair} with an anchor that is an evaluation query)",
+                code=code,
+                message=message.format(n=n, pair=pair, query=n - pair),
                 count=n,
-                rows=rows,
+                rows=rows[where][:20].tolist(),
             )
         )
+    if counts:
+        table = table.filter(pa.array(~(duplicate | equal | leak)))
     return table, findings, counts
 
 
@@ -589,12 +641,8 @@ def validate_training_data(
     structure, table, sources, findings = read_clean(spec, problems)
     problems.raise_if_any()
     total = table.num_rows
-    table, more, dropped = deduplicate(table, structure)
+    table, more, dropped = drop_unusable(table, structure, leakage)
     findings += more
-    if leakage is not None:
-        table, more, leaked = drop_leakage(table, structure, leakage)
-        findings += more
-        dropped.update(leaked)
     if table.num_rows == 0:
         if dropped:
             counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in dropped.items())

@@ -207,6 +207,61 @@ def test_leakage_pairs_and_anchor_queries_are_dropped(tmp_path):
     assert record.rows == 20
 
 
+def test_texts_of_two_different_evaluation_pairs_are_not_leakage(tmp_path):
+    test_rows = stsb_rows("test", 30)
+    es, _ = load_eval_set(
+        DataSpec(path=str(write_csv(tmp_path / "test.csv", test_rows)), score_range=(0, 5)),
+        tmp_path / "eval",
+    )
+    train = stsb_rows("train", 20)
+    # Both texts occur in the evaluation set, but never together: a new pair, kept.
+    crossed = {"sentence1": test_rows[0]["sentence1"], "sentence2": test_rows[1]["sentence2"]}
+    train.append({**crossed, "score": "2"})
+    # A real evaluation pair, twice: the copy counts as a duplicate, the first as leakage.
+    leaked = {"sentence1": test_rows[2]["sentence1"], "sentence2": test_rows[2]["sentence2"]}
+    train += [{**leaked, "score": "3"}, {**leaked, "score": "3"}]
+    # An evaluation pair whose texts are also equal to each other counts as equal texts.
+    train.append({"sentence1": " Twice ", "sentence2": "twice", "score": "1"})
+    path = write_csv(tmp_path / "train.csv", train)
+    index = LeakageIndex.from_eval_sets([es])
+    index.add_pairs(pa.chunked_array([["twice"]]), pa.chunked_array([["TWICE"]]))
+    record = validate_training_data(
+        DataSpec(path=str(path), score_range=(0, 5)), "new", tmp_path / "c.parquet", index
+    )
+    assert record.dropped == {"leakage": 1, "duplicates": 1, "equal_texts": 1}
+    by_code = {f.code: f.rows for f in record.findings if f.code in record.dropped}
+    assert by_code == {"leakage": [22], "duplicates": [23], "equal_texts": [24]}
+    kept = pq.read_table(record.clean_path).to_pylist()
+    assert record.rows == len(kept) == 21
+    assert any(r["sentence2"] == crossed["sentence2"] for r in kept)
+
+
+def test_case_folding_covers_text_beyond_ascii(tmp_path):
+    rows = [
+        {"sentence1": "ÉCOLE ÉTÉ", "sentence2": "école été", "score": "1"},
+        {"sentence1": "ΣΟΦΙΑ", "sentence2": "σοφια", "score": "1"},
+        {"sentence1": "Plain words", "sentence2": "PLAIN WORDS\u00a0", "score": "1"},
+        {"sentence1": "A kept pair", "sentence2": "another text", "score": "1"},
+    ]
+    path = write_jsonl(tmp_path / "u.jsonl", rows)
+    record = validate(path, tmp_path)
+    assert record.dropped == {"equal_texts": 3}
+    assert record.rows == 1
+
+
+def test_every_file_of_a_data_set_is_recorded_with_its_own_sha256(tmp_path):
+    rows = stsb_rows("train", 30)
+    paths = [
+        write_csv(tmp_path / "in" / "a.csv", rows[:10]),
+        write_csv(tmp_path / "in" / "b.csv", rows[10:25]),
+        write_csv(tmp_path / "in" / "c.csv", rows[25:]),
+    ]
+    record = validate(tmp_path / "in", tmp_path, score_range=(0, 5))
+    assert [(Path(f.uri).name, f.sha256, f.rows) for f in record.files] == [
+        (p.name, digest(p), n) for p, n in zip(paths, (10, 15, 5), strict=True)
+    ]
+
+
 def test_shared_retrieval_corpus_is_not_leakage_but_queries_are(tmp_path):
     data = Path(__file__).resolve().parents[1] / "examples" / "data" / "scifact" / "test"
     es, _ = load_eval_set(
