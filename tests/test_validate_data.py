@@ -181,12 +181,18 @@ def test_duplicates_and_equal_texts_are_dropped_and_counted(tmp_path):
     assert dup.rows == [21]
 
 
-def test_leakage_pairs_and_anchor_queries_are_dropped(tmp_path):
-    test_rows = stsb_rows("test", 30)
+def stsb_test_set(tmp_path: Path, rows: int = 30) -> tuple[list[dict], object]:
+    """The first rows of STS-B test, loaded as an evaluation set."""
+    test_rows = stsb_rows("test", rows)
     es, _ = load_eval_set(
         DataSpec(path=str(write_csv(tmp_path / "test.csv", test_rows)), score_range=(0, 5)),
         tmp_path / "eval",
     )
+    return test_rows, es
+
+
+def test_leakage_pairs_and_anchor_queries_are_dropped(tmp_path):
+    test_rows, es = stsb_test_set(tmp_path)
     train = stsb_rows("train", 20)
     # The same pair, reversed and re-cased, is still the same pair.
     train.append(
@@ -208,11 +214,7 @@ def test_leakage_pairs_and_anchor_queries_are_dropped(tmp_path):
 
 
 def test_texts_of_two_different_evaluation_pairs_are_not_leakage(tmp_path):
-    test_rows = stsb_rows("test", 30)
-    es, _ = load_eval_set(
-        DataSpec(path=str(write_csv(tmp_path / "test.csv", test_rows)), score_range=(0, 5)),
-        tmp_path / "eval",
-    )
+    test_rows, es = stsb_test_set(tmp_path)
     train = stsb_rows("train", 20)
     # Both texts occur in the evaluation set, but never together: a new pair, kept.
     crossed = {"sentence1": test_rows[0]["sentence1"], "sentence2": test_rows[1]["sentence2"]}
