@@ -99,9 +99,25 @@ class LeakageIndex:
     pairs: set[tuple[str, str]] = field(default_factory=set)
     texts: set[str] = field(default_factory=set)
     queries: set[str] = field(default_factory=set)
+    _arrays: dict[str, tuple[int, pa.Array]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.texts.update(t for key in self.pairs for t in key)
+
+    def _array(self, name: str) -> pa.Array:
+        """``texts`` or ``queries`` as an Arrow array, built once per size of the set.
+
+        Replay checks batch after batch against the same index; the sets only ever grow, so
+        their size tells whether the array is still current.
+        """
+        values = getattr(self, name)
+        cached = self._arrays.get(name)
+        if cached is None or cached[0] != len(values):
+            cached = (len(values), pa.array(list(values), pa.string()))
+            self._arrays[name] = cached
+        return cached[1]
 
     @classmethod
     def from_eval_sets(cls, eval_sets: list[EvalSet]) -> LeakageIndex:
@@ -145,7 +161,7 @@ class LeakageIndex:
         by_pair = none.copy()
         if self.pairs:
             second = normalized[1] if normalized else normalize(table[b])
-            texts = pa.array(list(self.texts), pa.string())
+            texts = self._array("texts")
             known = pc.and_(pc.is_in(first, value_set=texts), pc.is_in(second, value_set=texts))
             candidates = np.flatnonzero(pc.fill_null(known, False).to_numpy(zero_copy_only=False))
             if len(candidates):
@@ -156,7 +172,7 @@ class LeakageIndex:
                 by_pair[candidates] = [_ordered(x, y) in self.pairs for x, y in keys]
         by_query = none
         if self.queries:
-            queries = pa.array(list(self.queries), pa.string())
+            queries = self._array("queries")
             by_query = pc.fill_null(pc.is_in(first, value_set=queries), False).to_numpy(
                 zero_copy_only=False
             )
