@@ -22,8 +22,10 @@ anchor-is-an-evaluation-query check, which applies only to pairs and retrieval e
 (refit runs it against an empty query set here; it finds nothing). Header diagnostics that only
 matter on unreadable files (wrong delimiter, old Mac line ends, invalid UTF-8) cost nothing on a
 good file and are not repeated. pandas' ``str.strip``/``str.lower`` and refit's trimming of
-every character Python calls whitespace and ``utf8_lower`` agree on the letters, spaces and
-punctuation that the benchmark generates; on exotic whitespace or case mappings they may not.
+every character Python calls whitespace and case folding agree on the ASCII letters, spaces and
+punctuation that the benchmark generates; beyond ASCII (refit folds "ß" to "ss") they may not.
+refit also counts the duplicated pairs whose copies disagree on the score (in this data, most
+do); the baseline does not, which can only slow refit's side.
 
     python bench/validate_pandas.py train.csv --eval eval.csv --out clean.parquet
 """

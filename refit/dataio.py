@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,8 +40,10 @@ FORMATS = {
 BATCH_ROWS = 65_536
 # Schema metadata prefix: offsets of JSON values that were not strings in a string column.
 NOT_STRING_ROWS = "refit.not_string."
+INT64 = (-(2**63), 2**63 - 1)
 # pyarrow parses CSV in blocks and a row may not span two of them: this is the longest row.
 CSV_BLOCK_BYTES = 1 << 24
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 # Other names a column is commonly given; a name refit knows is always taken first.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -89,9 +92,10 @@ def expand(spec: DataSpec) -> list[FileRef]:
         return spec.path if p == root else fs.unstrip_protocol(p)
 
     if any(ch in spec.path for ch in "*?["):
-        paths = sorted(fs.glob(root))
+        base = re.split(r"[*?\[]", root, maxsplit=1)[0].rsplit("/", 1)[0]
+        paths = sorted(p for p in fs.glob(root) if not is_hidden(p, base))
     elif fs.isdir(root):
-        paths = sorted(p for p in fs.find(root) if _suffix(p) in FORMATS)
+        paths = sorted(p for p in fs.find(root) if _suffix(p) in FORMATS and not is_hidden(p, root))
     elif fs.exists(root):
         paths = [root]
     else:
@@ -104,8 +108,23 @@ def expand(spec: DataSpec) -> list[FileRef]:
     for p in paths:
         if fs.isdir(p):
             continue
-        if p != root and protocol in ("file", "local"):
-            _check_local_member(p, root)
+        if protocol in ("file", "local"):
+            if p != root:
+                _check_local_member(p, root)
+            if not os.path.exists(p):
+                raise DataError(
+                    "cannot be read: it is a link to nothing, or was removed while refit read "
+                    "the data set",
+                    file=p,
+                    fix="restore the file or remove the link, then run again",
+                )
+            if not os.path.isfile(p):
+                raise DataError(
+                    "is not a regular file (a pipe, socket or device): reading it could wait "
+                    "forever",
+                    file=p,
+                    fix="move it out of the data directory, or name the data files themselves",
+                )
         files.append(FileRef(to_uri(p), spec.format or _format_of(p)))
     if not files:
         raise DataError(
@@ -114,6 +133,18 @@ def expand(spec: DataSpec) -> list[FileRef]:
             fix="point at the files themselves or set format: in the data spec",
         )
     return files
+
+
+def is_hidden(path: str, root: str = "") -> bool:
+    """Whether a file is one that tools keep beside data, not data.
+
+    Its name, or the name of a folder between ``root`` and it, starts with a dot:
+    .ipynb_checkpoints/, macOS ._ files, .DS_Store, editors' swap files.
+    """
+    relative = path[len(root) :] if root and path.startswith(root) else path.rsplit("/", 1)[-1]
+    # A name starting with ".." is not skipped: it is refused as a path traversal attempt.
+    parts = [part for part in relative.split("/") if part]
+    return any(part.startswith(".") and not part.startswith("..") for part in parts)
 
 
 def _check_local_member(path: str, root: str) -> None:
@@ -189,7 +220,7 @@ def read_columns(ref: FileRef, spec: DataSpec) -> list[str]:
     """The column names of a file, without reading its rows."""
     if ref.format == "parquet":
         with fsspec.open(ref.uri, "rb") as fh:
-            return list(pq.ParquetFile(fh).schema_arrow.names)
+            return _data_columns(list(pq.ParquetFile(fh).schema_arrow.names))
     if ref.format == "jsonl":
         for batch in iter_batches(ref, spec, batch_rows=1):
             return [n for n in batch.schema.names if n != ROW]
@@ -320,7 +351,15 @@ def _csv_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.R
             if pending:
                 yield from pa.Table.from_batches(pending).to_batches()
     except pa.ArrowInvalid as exc:
+        if "skip initial" in str(exc) and _only_header(ref):
+            return  # a header without a line end, and no rows: nothing to read
         raise _csv_error(ref, exc, len(names)) from exc
+
+
+def _only_header(ref: FileRef) -> bool:
+    with fsspec.open(ref.uri, "rb", compression="infer") as fh:
+        fh.readline()
+        return not fh.read(1 << 16).strip()
 
 
 def _csv_error(ref: FileRef, exc: Exception, n_columns: int) -> DataError:
@@ -394,7 +433,18 @@ def _jsonl_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa
     count = 0
 
     def flush() -> pa.RecordBatch:
-        arrays = {name: _json_column(values) for name, values in columns.items()}
+        try:
+            arrays = {name: _json_column(values) for name, values in columns.items()}
+        except UnicodeEncodeError as exc:
+            offset, name = _unencodable_row(columns)
+            raise DataError(
+                "holds an escape such as \\ud83d that is half of a character (an unpaired "
+                "surrogate, often an emoji cut in two), which is not text",
+                file=ref.uri,
+                rows=[row - count + 1 + offset],
+                column=name,
+                fix="repair or remove the escape in that row",
+            ) from exc
         batch = pa.RecordBatch.from_pydict(arrays) if arrays else pa.RecordBatch.from_pydict({})
         # Rows whose value was a number, list, object or boolean where others were strings:
         # kept as JSON text (a score may be 0.5 or "0.5"), and marked so that a text column
@@ -460,12 +510,34 @@ def _jsonl_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa
 def _json_column(values: list) -> pa.Array:
     """Strings stay strings, numbers stay numbers; anything mixed becomes text to be checked."""
     kinds = {type(v) for v in values if v is not None}
-    if kinds and kinds <= {int} or kinds and kinds <= {int, float} and float in kinds:
-        return pa.array(values, type=pa.int64() if kinds == {int} else pa.float64())
+    if kinds and kinds <= {int, float}:
+        if kinds == {int} and all(v is None or INT64[0] <= v <= INT64[1] for v in values):
+            return pa.array(values, type=pa.int64())
+        # A float, or an integer beyond 64 bits: as floats (inf beyond float range).
+        return pa.array([None if v is None else _as_float(v) for v in values], pa.float64())
     return pa.array(
         [v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
         type=pa.string(),
     )
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
+
+
+def _unencodable_row(columns: dict[str, list]) -> tuple[int, str]:
+    """The first (offset, column) of a text that UTF-8 cannot encode (an unpaired surrogate)."""
+    for name, values in columns.items():
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return i, name
+    raise AssertionError("called only after a text failed to encode")
 
 
 def _parquet_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -474,13 +546,22 @@ def _parquet_batches(ref: FileRef, spec: DataSpec, batch_rows: int) -> Iterator[
             # Read page by page, one batch at a time. pyarrow's defaults (pre_buffer, threads)
             # fetch and decode row groups ahead and can hold most of a large file in memory.
             parquet = pq.ParquetFile(fh, buffer_size=1 << 20, pre_buffer=False)
-            yield from parquet.iter_batches(batch_size=batch_rows, use_threads=False)
+            columns = _data_columns(parquet.schema_arrow.names)
+            yield from parquet.iter_batches(
+                batch_size=batch_rows, columns=columns, use_threads=False
+            )
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(
             f"cannot read the file as Parquet ({str(exc).splitlines()[0]})",
             file=ref.uri,
             fix="write the file with pyarrow or pandas .to_parquet(), or use CSV/JSONL",
         ) from exc
+
+
+def _data_columns(names: list[str]) -> list[str]:
+    """A Parquet file's columns less the index pandas writes beside the data
+    (``df.to_parquet()`` of a filtered frame stores its row labels as ``__index_level_0__``)."""
+    return [n for n in names if not PANDAS_INDEX.fullmatch(n)]
 
 
 def map_columns(names: list[str], spec: DataSpec, uri: str) -> tuple[str, dict[str, str]]:

@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from refit.config import DataSpec, RefitConfig, RetrievalSpec
 from refit.dataio import (
+    ALIASES,
     NOT_STRING_ROWS,
     ROW,
     TEXT_COLUMNS,
@@ -57,15 +58,30 @@ PRIMARY_METRIC = {
 
 
 def normalize(texts: pa.Array) -> pa.Array:
-    """Trim (every character Python calls whitespace) and lower-case: the key for equality.
+    """Trim (every character Python calls whitespace) and case-fold: the key for equality.
 
-    Text that is all ASCII (most training data) takes the ASCII lower-casing, which gives the
-    same result several times faster than the Unicode one.
+    ASCII text (most training data) is lower-cased by Arrow in one pass. Other text is
+    case-folded by Python, row by row, because lower-casing alone misses pairs that folding
+    equates: "Straße" and "STRASSE", a final "ς" and "Σ".
     """
     trimmed = pc.utf8_trim(texts, characters=PYTHON_WHITESPACE)
-    if pc.all(pc.string_is_ascii(trimmed)).as_py() is not False:
-        return pc.ascii_lower(trimmed)
-    return pc.utf8_lower(trimmed)
+    is_ascii = pc.string_is_ascii(trimmed)
+    lowered = pc.ascii_lower(trimmed)
+    if pc.all(is_ascii).as_py() is not False:
+        return lowered
+    chunked = isinstance(lowered, pa.ChunkedArray)
+    out = []
+    for chunk, ascii_rows in zip(
+        lowered.chunks if chunked else [lowered],
+        is_ascii.chunks if chunked else [is_ascii],
+        strict=True,
+    ):
+        other = pc.invert(pc.fill_null(ascii_rows, True))
+        if pc.any(other).as_py():
+            folded = [t.casefold() for t in pc.filter(chunk, other).to_pylist()]
+            chunk = pc.replace_with_mask(chunk, other, pa.array(folded, pa.string()))
+        out.append(chunk)
+    return pa.chunked_array(out, pa.string()) if chunked else out[0]
 
 
 def _ordered(first: str, second: str) -> tuple[str, str]:
@@ -304,7 +320,11 @@ def _score_column(
     col = batch.column(source)
     rows = batch.column(ROW)
     lo, hi = spec.score_range
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()  # pandas "category" columns
+    if pa.types.is_string_view(col.type) or pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    if pa.types.is_string(col.type):
         casts.add("text")
         try:
             # Every score a plain number (the common case): Arrow parses it in one pass.
@@ -319,10 +339,12 @@ def _score_column(
         pa.types.is_integer(col.type)
         or pa.types.is_floating(col.type)
         or pa.types.is_boolean(col.type)
+        or pa.types.is_decimal(col.type)
     ):
         casts.add(str(col.type))
         missing = pc.is_null(col).to_numpy(zero_copy_only=False)
-        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        # Unsafe: a uint64 beyond 2**53 or a wide decimal rounds, and the range check follows.
+        values = col.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
     else:
         problems.add(
             uri,
@@ -456,6 +478,44 @@ def _swallowed_rows(
     )
 
 
+POSITIVE_LABELS = ("1", "1.0", "true", "yes", "positive")
+
+
+def _pair_label_column(names: list[str], mapping: dict[str, str], structure: str) -> str | None:
+    """An unused column of a pairs file named like a score or label ("label", "score", ...)."""
+    if structure != "pairs":
+        return None
+    used = set(mapping.values())
+    return next((n for n in names if n not in used and n.lower() in ALIASES["score"]), None)
+
+
+def _labels_not_positive(batch: pa.RecordBatch, column: str, uri: str, problems: Problems) -> None:
+    """Refuse pairs labelled anything but positive: refit trains every pair as a positive.
+
+    A file of (query, answer, label) rows with label 0 for wrong answers would otherwise teach
+    the model that the wrong answers match.
+    """
+    col = batch.column(column)
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    try:
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(col.cast(pa.string())))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        text = pa.nulls(len(col), pa.string())
+    positive = pc.fill_null(pc.is_in(text, value_set=pa.array(POSITIVE_LABELS)), False)
+    problems.add(
+        uri,
+        column,
+        "labels the pair as not positive (0, false, empty or another value), but (anchor, "
+        "positive) pairs are all trained as matches, so these rows would teach the opposite",
+        "deliver only the matching pairs; for graded similarity name the columns sentence1, "
+        "sentence2 and score (or map them in the data spec: columns: {sentence1: ..., "
+        f"sentence2: ..., score: {column}}})",
+        batch.column(ROW),
+        pc.invert(positive),
+    )
+
+
 def read_clean(
     spec: DataSpec, problems: Problems, structure_hint: str | None = None
 ) -> tuple[str, pa.Table, list[SourceFile], list[Finding]]:
@@ -470,14 +530,16 @@ def read_clean(
     # releases the GIL, so the digest costs little more than the parse alone.
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit-sha256")
     digests = [hasher.submit(content_hash, ref.uri) for ref in files]
+    ref = files[0]
     try:
         for index, ref in enumerate(files):
-            file_structure, mapping, rows = None, None, 0
+            file_structure, mapping, rows, label = None, None, 0, None
             for batch in iter_batches(ref, spec):
                 if mapping is None:
                     names = [n for n in batch.schema.names if n != ROW]
                     file_structure, mapping = map_columns(names, spec, ref.uri)
                     extra_columns.update(set(names) - set(mapping.values()))
+                    label = _pair_label_column(names, mapping, file_structure)
                     if structure is None:
                         structure = file_structure
                     elif file_structure != structure:
@@ -492,6 +554,8 @@ def read_clean(
                 columns = canonical_columns(
                     batch, file_structure, mapping, spec, ref.uri, problems, casts
                 )
+                if label:
+                    _labels_not_positive(batch, label, ref.uri, problems)
                 if ref.format == "csv":
                     delimiter = spec.delimiter or ","
                     for target in TEXT_COLUMNS[file_structure]:
@@ -514,6 +578,13 @@ def read_clean(
                     file_structure, mapping = map_columns(names, spec, ref.uri)
                     structure = structure or file_structure
             sources.append(SourceFile(uri=ref.uri, sha256=digests[index].result(), rows=rows))
+    except OSError as exc:  # removed, unreadable or replaced while refit read the data set
+        raise DataError(
+            f"cannot be read ({exc.strerror or exc})",
+            file=ref.uri,
+            fix="check that the file exists and is readable; a file moved or removed while "
+            "refit ran is read again on the next run",
+        ) from exc
     finally:
         for digest in digests:
             digest.cancel()
@@ -546,7 +617,12 @@ def read_clean(
                     message=f"scores rescaled from the declared range [{lo:g}, {hi:g}] to [0, 1]",
                 )
             )
-    assert structure is not None
+    if structure is None:  # JSON Lines files with no line at all: no columns, no rows
+        raise DataError(
+            "the file is empty (no rows)" if len(files) == 1 else "every file is empty (no rows)",
+            file=spec.path,
+            fix="deliver at least one row: one JSON object per line, with the column names as keys",
+        )
     table = pa.concat_tables(tables) if tables else _empty(structure)
     return structure, table, sources, findings
 
@@ -558,6 +634,17 @@ def _empty(structure: str) -> pa.Table:
     columns[SOURCE] = pa.array([], pa.int32())
     columns[ROW] = pa.array([], pa.int64())
     return pa.table(columns)
+
+
+def _conflicting_scores(table: pa.Table, structure: str, duplicate: np.ndarray) -> int:
+    """How many duplicated scored pairs carry more than one score among their copies."""
+    if structure != "scored_pairs" or not duplicate.any():
+        return 0
+    columns = list(TEXT_COLUMNS[structure])
+    firsts = pc.unique(pc.filter(table[columns[0]], pa.array(duplicate)))
+    copies = table.filter(pc.is_in(table[columns[0]], value_set=firsts))
+    frame = copies.select([*columns, "score"]).to_pandas()
+    return int((frame.groupby(columns)["score"].nunique() > 1).sum())
 
 
 def drop_unusable(
@@ -583,8 +670,19 @@ def drop_unusable(
     rows = table[ROW].to_numpy()
     findings: list[Finding] = []
     counts: dict[str, int] = {}
+    conflicts = _conflicting_scores(table, structure, duplicate)
     for code, where, message in (
-        ("duplicates", duplicate, "{n} exact duplicate rows dropped (the first copy is kept)"),
+        (
+            "duplicates",
+            duplicate,
+            "{n} exact duplicate rows dropped (the first copy is kept)"
+            + (
+                f"; {conflicts} of these pairs have copies with different scores, and the "
+                "first copy's score is the one trained on"
+                if conflicts
+                else ""
+            ),
+        ),
         (
             "equal_texts",
             equal,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -241,14 +242,50 @@ def test_texts_of_two_different_evaluation_pairs_are_not_leakage(tmp_path):
 def test_case_folding_covers_text_beyond_ascii(tmp_path):
     rows = [
         {"sentence1": "ÉCOLE ÉTÉ", "sentence2": "école été", "score": "1"},
-        {"sentence1": "ΣΟΦΙΑ", "sentence2": "σοφια", "score": "1"},
+        {"sentence1": "ΟΔΟΣ", "sentence2": "οδος", "score": "1"},  # final sigma: σ and ς
+        {"sentence1": "Die Straße", "sentence2": "DIE STRASSE", "score": "1"},
         {"sentence1": "Plain words", "sentence2": "PLAIN WORDS\u00a0", "score": "1"},
         {"sentence1": "A kept pair", "sentence2": "another text", "score": "1"},
+        {"sentence1": "Straße", "sentence2": "Strasse und Weg", "score": "1"},
     ]
     path = write_jsonl(tmp_path / "u.jsonl", rows)
     record = validate(path, tmp_path)
-    assert record.dropped == {"equal_texts": 3}
-    assert record.rows == 1
+    assert record.dropped == {"equal_texts": 4}
+    assert record.rows == 2
+
+
+def test_duplicates_with_different_scores_are_reported(tmp_path):
+    rows = stsb_rows("train", 10)
+    rows.append({**rows[0], "score": "0.5"})  # the same pair, another score
+    rows.append(dict(rows[1]))  # the same pair, the same score
+    path = write_csv(tmp_path / "d.csv", rows)
+    record = validate(path, tmp_path, score_range=(0, 5))
+    dup = next(f for f in record.findings if f.code == "duplicates")
+    assert dup.count == 2 and dup.rows == [11, 12]
+    assert "1 of these pairs have copies with different scores" in dup.message
+    kept = pq.read_table(record.clean_path)["score"][0].as_py()
+    assert kept == pytest.approx(float(rows[0]["score"]) / 5)
+
+
+def test_hidden_files_in_a_data_directory_are_not_data(tmp_path):
+    rows = stsb_rows("train", 12)
+    write_csv(tmp_path / "in" / "train.csv", rows[:10])
+    write_csv(tmp_path / "in" / ".ipynb_checkpoints" / "train-checkpoint.csv", rows[10:])
+    (tmp_path / "in" / "._train.csv").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    record = validate(tmp_path / "in", tmp_path, score_range=(0, 5))
+    assert [Path(f.uri).name for f in record.files] == ["train.csv"]
+    assert record.rows == 10
+
+
+def test_a_pipe_or_a_broken_link_in_a_data_directory_is_refused(tmp_path):
+    write_csv(tmp_path / "in" / "a.csv", stsb_rows("train", 5))
+    os.mkfifo(tmp_path / "in" / "b.csv")
+    error = error_of(tmp_path / "in", tmp_path, score_range=(0, 5))
+    assert "b.csv" in str(error) and "not a regular file" in error.problem
+    (tmp_path / "in" / "b.csv").unlink()
+    (tmp_path / "in" / "b.csv").symlink_to(tmp_path / "in" / "gone.csv")
+    error = error_of(tmp_path / "in", tmp_path, score_range=(0, 5))
+    assert "b.csv" in str(error) and "link to nothing" in error.problem
 
 
 def test_every_file_of_a_data_set_is_recorded_with_its_own_sha256(tmp_path):

@@ -158,6 +158,9 @@ def main() -> None:
     )
     case("empty.csv", b"", "error", ["empty", "header"])
     case("header_only.csv", "sentence1,sentence2,score\n", "error", ["no usable rows", "header"])
+    case(
+        "header_no_newline.csv", "sentence1,sentence2,score", "error", ["no usable rows", "header"]
+    )
     rng = random.Random(0)
     case("binary_junk.csv", bytes(rng.randrange(256) for _ in range(4096)), "error", ["Fix"])
     dup = rows + [rows[0], rows[1]]
@@ -237,6 +240,26 @@ def main() -> None:
     ]
     case("scores_as_strings.jsonl", jl(scored), "ok", [], **r5)
     case("leak.jsonl", jl(p), "warning", ["leakage"], leak_from="self")
+    case("empty.jsonl", "\n\n", "error", ["empty", "no rows", "one JSON object per line"])
+    labelled = [
+        dict(item, label=(n + 1) % 2) for n, item in enumerate(p)
+    ]  # 1, 0, 1, 0, ...; 0: wrong
+    case(
+        "labelled_pairs.jsonl",
+        jl(labelled),
+        "error",
+        ["column 'label'", "not positive", "rows 2, 4", "score: label"],
+    )
+    case("positive_labels.jsonl", jl([dict(i, label=1) for i in p]), "ok", [])
+    surrogate = jl(p[:3]) + '{"anchor": "cut \\ud83d in two", "positive": "x y"}\n'
+    case(
+        "lone_surrogate.jsonl",
+        surrogate,
+        "error",
+        ["row 4", "column 'anchor'", "half of a character"],
+    )
+    huge = [dict(s, score=99999999999999999999 if i == 2 else 3) for i, s in enumerate(scored)]
+    case("huge_integer_score.jsonl", jl(huge), "error", ["row 3", "column 'score'"], **r5)
 
     # Parquet variants.
     def stsb_table(scores: pa.Array, s1=None, s2=None) -> pa.Table:
@@ -284,6 +307,23 @@ def main() -> None:
         stsb_table(nan_scores),
         "error",
         ["row 2", "column 'score'", "not a number"],
+        **r5,
+    )
+    indexed = stsb_table(floats).to_pandas().iloc[2:]  # a filtered frame keeps its row labels
+    indexed.to_parquet(HERE / "pandas_index.parquet")
+    case("pandas_index.parquet", None, "ok", [], **r5)
+    parquet(
+        "decimal_scores.parquet",
+        stsb_table(floats.cast(pa.decimal128(5, 3))),
+        "ok",
+        [],
+        **r5,
+    )
+    parquet(
+        "uint64_scores.parquet",
+        stsb_table(pa.array([2**64 - 1] + [3] * (len(rows) - 1), pa.uint64())),
+        "error",
+        ["row 1", "column 'score'", "outside the declared range"],
         **r5,
     )
     pq.write_table(stsb_table(floats), HERE / "truncated.parquet")
