@@ -49,6 +49,7 @@ LONG_TEXT_WARNING = 0.10
 # 0.5) and would gate every later run: below it, no held-out set is split off.
 MIN_HOLDOUT_ROWS = 10
 LENGTH_SAMPLE = 2000
+ROWS_IN_MESSAGE = 5  # rows a drop finding's message lists (the finding keeps the first 20)
 PRIMARY_METRIC = {
     "scored_pairs": "spearman",
     "pairs": "ndcg@10",
@@ -647,15 +648,30 @@ def _conflicting_scores(table: pa.Table, structure: str, duplicate: np.ndarray) 
     return int((frame.groupby(columns)["score"].nunique() > 1).sum())
 
 
+def _first_rows(rows: np.ndarray, files: np.ndarray, names: list[str]) -> str:
+    """Where the first dropped rows are: "rows 4, 9", or "a.csv row 4, b.csv row 2" when the
+    data set has several files (rows are numbered within each file)."""
+    shown = ROWS_IN_MESSAGE
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    if len(names) <= 1:
+        listed = ", ".join(str(r) for r in rows[:shown].tolist())
+        return f"row{'s' if len(rows) > 1 else ''} {listed}{more}"
+    listed = ", ".join(
+        f"{names[f].rsplit('/', 1)[-1]} row {r}"
+        for f, r in zip(files[:shown].tolist(), rows[:shown].tolist(), strict=True)
+    )
+    return listed + more
+
+
 def drop_unusable(
-    table: pa.Table, structure: str, leakage: LeakageIndex | None
+    table: pa.Table, structure: str, leakage: LeakageIndex | None, names: list[str] | None = None
 ) -> tuple[pa.Table, list[Finding], dict[str, int]]:
     """Drop exact duplicates, pairs of equal texts and leakage into an evaluation set.
 
     Each row is counted once, under the first reason in that order: a duplicate of a leaking
     pair counts as a duplicate (its first copy as leakage), a leaking pair of equal texts as
     equal texts. The texts are normalized once for both later checks, and the table is filtered
-    once.
+    once. ``names`` are the data set's file URIs, to say which file a listed row is in.
     """
     columns = list(TEXT_COLUMNS[structure])
     duplicate = table.select(columns).to_pandas().duplicated(keep="first").to_numpy()
@@ -668,6 +684,7 @@ def drop_unusable(
         by_pair = pair_mask.to_numpy(zero_copy_only=False)
         leak = (by_pair | query_mask.to_numpy(zero_copy_only=False)) & ~(duplicate | equal)
     rows = table[ROW].to_numpy()
+    files = table[SOURCE].to_numpy()
     findings: list[Finding] = []
     counts: dict[str, int] = {}
     conflicts = _conflicting_scores(table, structure, duplicate)
@@ -705,7 +722,8 @@ def drop_unusable(
             Finding(
                 level="warning",
                 code=code,
-                message=message.format(n=n, pair=pair, query=n - pair),
+                message=message.format(n=n, pair=pair, query=n - pair)
+                + f"; {_first_rows(rows[where], files[where], names or [])}",
                 count=n,
                 rows=rows[where][:20].tolist(),
             )
@@ -755,7 +773,7 @@ def validate_training_data(
     structure, table, sources, findings = read_clean(spec, problems)
     problems.raise_if_any()
     total = table.num_rows
-    table, more, dropped = drop_unusable(table, structure, leakage)
+    table, more, dropped = drop_unusable(table, structure, leakage, [f.uri for f in sources])
     findings += more
     if table.num_rows == 0:
         if dropped:

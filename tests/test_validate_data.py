@@ -267,6 +267,21 @@ def test_duplicates_with_different_scores_are_reported(tmp_path):
     assert kept == pytest.approx(float(rows[0]["score"]) / 5)
 
 
+def test_drop_findings_say_where_the_first_rows_are(tmp_path):
+    rows = stsb_rows("train", 12)
+    one = write_csv(tmp_path / "one.csv", [*rows, rows[3], rows[5]])
+    single = validate(one, tmp_path, score_range=(0, 5))
+    dup = next(f for f in single.findings if f.code == "duplicates")
+    assert dup.message.endswith("; rows 13, 14")
+    write_csv(tmp_path / "in" / "a.csv", rows[:6])
+    # b.csv row 2 repeats a.csv row 3; b.csv row 4 repeats b.csv row 1.
+    write_csv(tmp_path / "in" / "b.csv", [rows[7], rows[2], *rows[6:]])
+    several = validate(tmp_path / "in", tmp_path, score_range=(0, 5))
+    dup = next(f for f in several.findings if f.code == "duplicates")
+    assert dup.message.endswith("; b.csv row 2, b.csv row 4")
+    assert dup.rows == [2, 4]
+
+
 def test_hidden_files_in_a_data_directory_are_not_data(tmp_path):
     rows = stsb_rows("train", 12)
     write_csv(tmp_path / "in" / "train.csv", rows[:10])
