@@ -327,6 +327,8 @@ def _score_column(
         col = col.cast(pa.string())
     if pa.types.is_string(col.type):
         casts.add("text")
+        # Whitespace around a number is not an error, whichever kind ("0.5\u00a0" as " 0.5").
+        col = pc.utf8_trim(col, characters=PYTHON_WHITESPACE)
         try:
             # Every score a plain number (the common case): Arrow parses it in one pass.
             values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
@@ -334,7 +336,7 @@ def _score_column(
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             # Some are not: pandas marks each one, so that the error can name its rows.
             text = col.to_pandas()
-            missing = (text.isna() | (text.str.strip() == "")).to_numpy()
+            missing = (text.isna() | (text == "")).to_numpy()
             values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
     elif (
         pa.types.is_integer(col.type)

@@ -125,6 +125,14 @@ def test_non_numeric_and_out_of_range_scores(tmp_path):
     assert "row 9, column 'score': score outside the declared range [0, 5]" in text
 
 
+def test_whitespace_around_a_score_of_any_kind_is_not_an_error(tmp_path):
+    rows = stsb_rows("train", 3)
+    for row, score in zip(rows, [" 0.5", "0.25\u00a0", "\u20030.75 "], strict=True):
+        row["score"] = score
+    record = validate(write_csv(tmp_path / "s.csv", rows), tmp_path)
+    assert pq.read_table(record.clean_path)["score"].to_pylist() == [0.5, 0.25, 0.75]
+
+
 def test_scores_on_0_5_scale_without_declared_range_say_how_to_fix(tmp_path):
     path = write_csv(tmp_path / "d.csv", stsb_rows("train", 20))
     err = error_of(path, tmp_path)
