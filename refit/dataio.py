@@ -93,7 +93,8 @@ def expand(spec: DataSpec) -> list[FileRef]:
 
     if any(ch in spec.path for ch in "*?["):
         base = re.split(r"[*?\[]", root, maxsplit=1)[0].rsplit("/", 1)[0]
-        paths = sorted(p for p in fs.glob(root) if not is_hidden(p, base))
+        asks_for_hidden = "/." in "/" + root[len(base) :]  # a pattern such as data/.h*/*.csv
+        paths = sorted(p for p in fs.glob(root) if asks_for_hidden or not is_hidden(p, base))
     elif fs.isdir(root):
         paths = sorted(p for p in fs.find(root) if _suffix(p) in FORMATS and not is_hidden(p, root))
     elif fs.exists(root):

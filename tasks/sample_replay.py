@@ -179,7 +179,8 @@ def sample_replay(
                 Finding(
                     level="info",
                     code="replay_excluded",
-                    message=f"{excluded} drawn pool rows left out: equal to new or evaluation rows",
+                    message=f"{excluded} drawn pool {'row' if excluded == 1 else 'rows'} left out: "
+                    "equal to new or evaluation rows",
                     count=excluded,
                 )
             )
@@ -188,7 +189,8 @@ def sample_replay(
                 Finding(
                     level="warning",
                     code="replay_invalid",
-                    message=f"{dropped} drawn pool rows skipped as invalid or with equal texts; "
+                    message=f"{dropped} drawn pool {'row' if dropped == 1 else 'rows'} skipped as "
+                    "invalid or with equal texts; "
                     "if the count is large, a replay file changed since it was delivered: check "
                     "the files of the lineage",
                     count=dropped,

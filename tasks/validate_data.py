@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,31 +59,33 @@ PRIMARY_METRIC = {
 }
 
 
-def normalize(texts: pa.Array) -> pa.Array:
+def normalize(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Trim (every character Python calls whitespace) and case-fold: the key for equality.
 
     ASCII text (most training data) is lower-cased by Arrow in one pass. Other text is
-    case-folded by Python, row by row, because lower-casing alone misses pairs that folding
-    equates: "Straße" and "STRASSE", a final "ς" and "Σ".
+    normalized (NFKC) and case-folded by Python, row by row, because lower-casing alone misses
+    texts that are the same to a reader: "Straße" and "STRASSE", a final "ς" and "Σ", "é" as one
+    character or as "e" and an accent, full-width letters.
     """
+    if isinstance(texts, pa.ChunkedArray):
+        return pa.chunked_array([_normalize(chunk) for chunk in texts.chunks], texts.type)
+    return _normalize(texts)
+
+
+def _normalize(texts: pa.Array) -> pa.Array:
     trimmed = pc.utf8_trim(texts, characters=PYTHON_WHITESPACE)
-    is_ascii = pc.string_is_ascii(trimmed)
     lowered = pc.ascii_lower(trimmed)
-    if pc.all(is_ascii).as_py() is not False:
+    other = pc.invert(pc.fill_null(pc.string_is_ascii(trimmed), True))
+    if not pc.any(other).as_py():
         return lowered
-    chunked = isinstance(lowered, pa.ChunkedArray)
-    out = []
-    for chunk, ascii_rows in zip(
-        lowered.chunks if chunked else [lowered],
-        is_ascii.chunks if chunked else [is_ascii],
-        strict=True,
-    ):
-        other = pc.invert(pc.fill_null(ascii_rows, True))
-        if pc.any(other).as_py():
-            folded = [t.casefold() for t in pc.filter(chunk, other).to_pylist()]
-            chunk = pc.replace_with_mask(chunk, other, pa.array(folded, pa.string()))
-        out.append(chunk)
-    return pa.chunked_array(out, pa.string()) if chunked else out[0]
+    folded = [_fold(t) for t in pc.filter(trimmed, other).to_pylist()]
+    return pc.replace_with_mask(lowered, other, pa.array(folded, texts.type))
+
+
+def _fold(text: str) -> str:
+    """Unicode caseless matching key: NFKC, case folding, NFKC again (folding can denormalize)."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return folded.strip(PYTHON_WHITESPACE)
 
 
 def _ordered(first: str, second: str) -> tuple[str, str]:
@@ -481,31 +484,45 @@ def _swallowed_rows(
     )
 
 
-POSITIVE_LABELS = ("1", "1.0", "true", "yes", "positive")
+POSITIVE_WORDS = ("true", "yes", "positive")
 
 
-def _pair_label_column(names: list[str], mapping: dict[str, str], structure: str) -> str | None:
-    """An unused column of a pairs file named like a score or label ("label", "score", ...)."""
+def _pair_label_columns(names: list[str], mapping: dict[str, str], structure: str) -> list[str]:
+    """The unused columns of a pairs file named like a score or label ("label", "score", ...)."""
     if structure != "pairs":
-        return None
+        return []
     used = set(mapping.values())
-    return next((n for n in names if n not in used and n.lower() in ALIASES["score"]), None)
+    return [n for n in names if n not in used and n.lower() in ALIASES["score"]]
 
 
 def _labels_not_positive(batch: pa.RecordBatch, column: str, uri: str, problems: Problems) -> None:
     """Refuse pairs labelled anything but positive: refit trains every pair as a positive.
 
     A file of (query, answer, label) rows with label 0 for wrong answers would otherwise teach
-    the model that the wrong answers match.
+    the model that the wrong answers match. Positive is the number 1 in any spelling (1, 1.0,
+    +1, 1e0, true as a boolean) or the word true, yes or positive.
     """
     col = batch.column(column)
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
-    try:
-        text = pc.utf8_lower(pc.utf8_trim_whitespace(col.cast(pa.string())))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        text = pa.nulls(len(col), pa.string())
-    positive = pc.fill_null(pc.is_in(text, value_set=pa.array(POSITIVE_LABELS)), False)
+    if (
+        pa.types.is_string(col.type)
+        or pa.types.is_large_string(col.type)
+        or (pa.types.is_string_view(col.type))
+    ):
+        text = col.cast(pa.string()).to_pandas().str.strip(PYTHON_WHITESPACE).str.lower()
+        number = pd.to_numeric(text, errors="coerce")
+        positive = ((number == 1) | text.isin(POSITIVE_WORDS)).to_numpy(dtype=bool)
+    elif (
+        pa.types.is_integer(col.type)
+        or pa.types.is_floating(col.type)
+        or pa.types.is_boolean(col.type)
+        or pa.types.is_decimal(col.type)
+    ):
+        number = col.cast(pa.float64(), safe=False)
+        positive = pc.fill_null(pc.equal(number, 1.0), False).to_numpy(zero_copy_only=False)
+    else:
+        positive = np.zeros(len(col), dtype=bool)
     problems.add(
         uri,
         column,
@@ -515,7 +532,7 @@ def _labels_not_positive(batch: pa.RecordBatch, column: str, uri: str, problems:
         "sentence2 and score (or map them in the data spec: columns: {sentence1: ..., "
         f"sentence2: ..., score: {column}}})",
         batch.column(ROW),
-        pc.invert(positive),
+        pa.array(~positive),
     )
 
 
@@ -536,13 +553,13 @@ def read_clean(
     ref = files[0]
     try:
         for index, ref in enumerate(files):
-            file_structure, mapping, rows, label = None, None, 0, None
+            file_structure, mapping, rows, labels = None, None, 0, []
             for batch in iter_batches(ref, spec):
                 if mapping is None:
                     names = [n for n in batch.schema.names if n != ROW]
                     file_structure, mapping = map_columns(names, spec, ref.uri)
                     extra_columns.update(set(names) - set(mapping.values()))
-                    label = _pair_label_column(names, mapping, file_structure)
+                    labels = _pair_label_columns(names, mapping, file_structure)
                     if structure is None:
                         structure = file_structure
                     elif file_structure != structure:
@@ -557,7 +574,7 @@ def read_clean(
                 columns = canonical_columns(
                     batch, file_structure, mapping, spec, ref.uri, problems, casts
                 )
-                if label:
+                for label in labels:
                     _labels_not_positive(batch, label, ref.uri, problems)
                 if ref.format == "csv":
                     delimiter = spec.delimiter or ","
@@ -658,11 +675,22 @@ def _first_rows(rows: np.ndarray, files: np.ndarray, names: list[str]) -> str:
     if len(names) <= 1:
         listed = ", ".join(str(r) for r in rows[:shown].tolist())
         return f"row{'s' if len(rows) > 1 else ''} {listed}{more}"
+    short = _short_names(names)
     listed = ", ".join(
-        f"{names[f].rsplit('/', 1)[-1]} row {r}"
+        f"{short[f]} row {r}"
         for f, r in zip(files[:shown].tolist(), rows[:shown].tolist(), strict=True)
     )
     return listed + more
+
+
+def _short_names(uris: list[str]) -> list[str]:
+    """Each file's path below the folder all of them share: "x.csv", or "sub1/x.csv" and
+    "sub2/x.csv" when names repeat in subfolders."""
+    parts = [u.split("/") for u in uris]
+    shared = 0
+    while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+        shared += 1
+    return ["/".join(p[shared:]) for p in parts]
 
 
 def drop_unusable(
@@ -694,7 +722,7 @@ def drop_unusable(
         (
             "duplicates",
             duplicate,
-            "{n} exact duplicate rows dropped (the first copy is kept)"
+            "{n} exact duplicate {rows} dropped (the first copy is kept)"
             + (
                 f"; {conflicts} of these pairs have copies with different scores, and the "
                 "first copy's score is the one trained on"
@@ -705,13 +733,13 @@ def drop_unusable(
         (
             "equal_texts",
             equal,
-            "{n} rows dropped whose texts are the same after trimming and case folding (they "
+            "{n} {rows} dropped whose texts are the same after trimming and case folding (they "
             "teach nothing)",
         ),
         (
             "leakage",
             leak,
-            "{n} rows dropped that leak into an evaluation set ({pair} equal to an evaluation "
+            "{n} {rows} dropped that leak into an evaluation set ({pair} equal to an evaluation "
             "pair, {query} with an anchor that is an evaluation query)",
         ),
     ):
@@ -724,7 +752,9 @@ def drop_unusable(
             Finding(
                 level="warning",
                 code=code,
-                message=message.format(n=n, pair=pair, query=n - pair)
+                message=message.format(
+                    n=n, rows="row" if n == 1 else "rows", pair=pair, query=n - pair
+                )
                 + f"; {_first_rows(rows[where], files[where], names or [])}",
                 count=n,
                 rows=rows[where][:20].tolist(),

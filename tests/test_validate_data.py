@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -262,6 +263,21 @@ def test_case_folding_covers_text_beyond_ascii(tmp_path):
     assert record.rows == 2
 
 
+def test_case_folding_holds_across_files_and_batches(tmp_path):
+    """Each file (and each batch of a large file) is a chunk of its own: folding must align."""
+    write_csv(tmp_path / "in" / "a.csv", [{"anchor": "what is a café", "positive": "a place"}])
+    write_csv(tmp_path / "in" / "b.csv", [{"anchor": "what is tea", "positive": "a drink"}])
+    rows = [{"anchor": f"question {i}", "positive": f"answer {i}"} for i in range(70_000)]
+    rows[69_000] = {"anchor": "Die Straße", "positive": "DIE STRASSE"}
+    rows[69_001] = {"anchor": "Café", "positive": "cafe\u0301"}  # é as e and an accent
+    write_jsonl(tmp_path / "in" / "c.jsonl", rows)
+    record = validate(tmp_path / "in", tmp_path)
+    assert record.dropped == {"equal_texts": 2}
+    assert record.rows == 70_000
+    kept = pq.read_table(record.clean_path)["anchor"].to_pylist()
+    assert "what is a café" in kept and "Die Straße" not in kept
+
+
 def test_duplicates_with_different_scores_are_reported(tmp_path):
     rows = stsb_rows("train", 10)
     rows.append({**rows[0], "score": "0.5"})  # the same pair, another score
@@ -290,6 +306,38 @@ def test_drop_findings_say_where_the_first_rows_are(tmp_path):
     assert dup.rows == [2, 4]
 
 
+def test_every_label_column_of_a_pairs_file_must_say_positive(tmp_path):
+    good = ["1", "+1", "01", "1.00", "1e0", "TRUE", " yes ", "positive"]
+    rows = [
+        {"anchor": f"q{i}", "positive": f"a{i}", "score": "1", "label": label}
+        for i, label in enumerate(good)
+    ]
+    assert validate(write_csv(tmp_path / "ok.csv", rows), tmp_path).rows == len(good)
+    rows[2]["label"], rows[5]["score"] = "0", "2"
+    error = error_of(write_csv(tmp_path / "bad.csv", rows), tmp_path)
+    assert "2 problems" in error.problem
+    assert "row 3, column 'label'" in error.problem and "row 6, column 'score'" in error.problem
+    decimal = pa.table(
+        {
+            "anchor": ["q1", "q2"],
+            "positive": ["a1", "a2"],
+            "label": pa.array([Decimal("1.00"), Decimal("1")], pa.decimal128(5, 2)),
+        }
+    )
+    pq.write_table(decimal, tmp_path / "d.parquet")
+    assert validate(tmp_path / "d.parquet", tmp_path).rows == 2
+
+
+def test_drop_findings_tell_apart_files_of_one_name_in_two_folders(tmp_path):
+    rows = stsb_rows("train", 6)
+    write_csv(tmp_path / "in" / "sub1" / "x.csv", rows[:3])
+    write_csv(tmp_path / "in" / "sub2" / "x.csv", rows[3:] + [rows[4]])
+    record = validate(tmp_path / "in", tmp_path, score_range=(0, 5))
+    dup = next(f for f in record.findings if f.code == "duplicates")
+    assert dup.message.startswith("1 exact duplicate row dropped")
+    assert dup.message.endswith("; sub2/x.csv row 4")
+
+
 def test_hidden_files_in_a_data_directory_are_not_data(tmp_path):
     rows = stsb_rows("train", 12)
     write_csv(tmp_path / "in" / "train.csv", rows[:10])
@@ -298,6 +346,9 @@ def test_hidden_files_in_a_data_directory_are_not_data(tmp_path):
     record = validate(tmp_path / "in", tmp_path, score_range=(0, 5))
     assert [Path(f.uri).name for f in record.files] == ["train.csv"]
     assert record.rows == 10
+    # A pattern that names a hidden folder asks for it.
+    asked = validate(tmp_path / "in" / ".ipynb*" / "*.csv", tmp_path, score_range=(0, 5))
+    assert [Path(f.uri).name for f in asked.files] == ["train-checkpoint.csv"]
 
 
 def test_a_pipe_or_a_broken_link_in_a_data_directory_is_refused(tmp_path):
