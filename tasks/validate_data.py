@@ -75,11 +75,23 @@ def normalize(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 def _normalize(texts: pa.Array) -> pa.Array:
     trimmed = pc.utf8_trim(texts, characters=PYTHON_WHITESPACE)
     lowered = pc.ascii_lower(trimmed)
+    if not _may_hold_non_ascii(texts):
+        return lowered
     other = pc.invert(pc.fill_null(pc.string_is_ascii(trimmed), True))
     if not pc.any(other).as_py():
         return lowered
     folded = [_fold(t) for t in pc.filter(trimmed, other).to_pylist()]
     return pc.replace_with_mask(lowered, other, pa.array(folded, texts.type))
+
+
+def _may_hold_non_ascii(texts: pa.Array) -> bool:
+    """False only when no byte of the column's data is beyond ASCII: one scan of the buffer,
+    several times faster than testing each text. The buffer may hold bytes outside a sliced
+    array, so True means "look closer"."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return True
+    data = texts.buffers()[2]
+    return data is not None and data.size > 0 and int(np.frombuffer(data, np.uint8).max()) >= 0x80
 
 
 def _fold(text: str) -> str:
