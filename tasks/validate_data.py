@@ -2,9 +2,10 @@
 
 Errors stop the run and name the file, the rows, the column and the fix: a missing or
 unmappable column, a null, empty or whitespace-only text, a score that is not a number or lies
-outside the declared range, an unreadable file, no usable rows. Rows that are safe to drop are
-dropped and counted: exact duplicates, pairs whose texts are equal after trimming and case
-folding, and leakage into an evaluation set (the same pair, or a training anchor that is an
+outside the declared range, a pair labelled as not a match in a pairs file (every pair is
+trained as one), an unreadable file, no usable rows. Rows that are safe to drop are dropped and
+counted: exact duplicates, pairs whose texts are equal after trimming and case folding, and
+leakage into an evaluation set (the same pair, or a training anchor that is an
 evaluation query). A retrieval corpus shared by training and evaluation is not leakage.
 """
 
