@@ -85,14 +85,25 @@ def _normalize(texts: pa.Array) -> pa.Array:
     return pc.replace_with_mask(lowered, other, pa.array(folded, texts.type))
 
 
-def _may_hold_non_ascii(texts: pa.Array) -> bool:
-    """False only when no byte of the column's data is beyond ASCII: one scan of the buffer,
-    several times faster than testing each text. The buffer may hold bytes outside a sliced
-    array, so True means "look closer"."""
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        return True
+def _text_bytes(texts: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """The bytes of a text array's data buffer, for one scan that answers for every text.
+
+    A scan is several times faster than testing each text. None where there is no single buffer
+    to scan (a chunked array, not a text type). The buffer may hold bytes outside a sliced
+    array, so a byte found means "look closer", never "found".
+    """
+    if isinstance(texts, pa.ChunkedArray) or not (
+        pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)
+    ):
+        return None
     data = texts.buffers()[2]
-    return data is not None and data.size > 0 and int(np.frombuffer(data, np.uint8).max()) >= 0x80
+    return np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
+def _may_hold_non_ascii(texts: pa.Array) -> bool:
+    """False only when no byte of the texts is beyond ASCII (see ``_text_bytes``)."""
+    data = _text_bytes(texts)
+    return data is None or (data.size > 0 and int(data.max()) >= 0x80)
 
 
 def _fold(text: str) -> str:
@@ -326,6 +337,42 @@ def _text_column(
     return col
 
 
+def _numbers(col: pa.Array) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """A column read as numbers: (float64 values, missing mask, what they were read from).
+
+    Text is trimmed of any whitespace, then parsed; a value that is not a number becomes NaN.
+    Integers, floats, booleans and decimals are cast. Any other type gives None.
+    """
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()  # pandas "category" columns
+    if pa.types.is_string_view(col.type) or pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    if pa.types.is_string(col.type):
+        # Whitespace around a number is not an error, whichever kind ("0.5\u00a0" as " 0.5").
+        col = pc.utf8_trim(col, characters=PYTHON_WHITESPACE)
+        try:
+            # Every value a plain number (the common case): Arrow parses it in one pass.
+            values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            missing = pc.is_null(col).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # Some are not: pandas marks each one, so that the error can name its rows.
+            text = col.to_pandas()
+            missing = (text.isna() | (text == "")).to_numpy()
+            values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
+        return values, missing, "text"
+    if (
+        pa.types.is_integer(col.type)
+        or pa.types.is_floating(col.type)
+        or pa.types.is_boolean(col.type)
+        or pa.types.is_decimal(col.type)
+    ):
+        missing = pc.is_null(col).to_numpy(zero_copy_only=False)
+        # Unsafe: a uint64 beyond 2**53 or a wide decimal rounds, and the range check follows.
+        values = col.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        return values, missing, str(col.type)
+    return None
+
+
 def _score_column(
     batch: pa.RecordBatch,
     source: str,
@@ -337,34 +384,8 @@ def _score_column(
     col = batch.column(source)
     rows = batch.column(ROW)
     lo, hi = spec.score_range
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()  # pandas "category" columns
-    if pa.types.is_string_view(col.type) or pa.types.is_large_string(col.type):
-        col = col.cast(pa.string())
-    if pa.types.is_string(col.type):
-        casts.add("text")
-        # Whitespace around a number is not an error, whichever kind ("0.5\u00a0" as " 0.5").
-        col = pc.utf8_trim(col, characters=PYTHON_WHITESPACE)
-        try:
-            # Every score a plain number (the common case): Arrow parses it in one pass.
-            values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-            missing = pc.is_null(col).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            # Some are not: pandas marks each one, so that the error can name its rows.
-            text = col.to_pandas()
-            missing = (text.isna() | (text == "")).to_numpy()
-            values = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype="float64")
-    elif (
-        pa.types.is_integer(col.type)
-        or pa.types.is_floating(col.type)
-        or pa.types.is_boolean(col.type)
-        or pa.types.is_decimal(col.type)
-    ):
-        casts.add(str(col.type))
-        missing = pc.is_null(col).to_numpy(zero_copy_only=False)
-        # Unsafe: a uint64 beyond 2**53 or a wide decimal rounds, and the range check follows.
-        values = col.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-    else:
+    parsed = _numbers(col)
+    if parsed is None:
         problems.add(
             uri,
             source,
@@ -374,6 +395,8 @@ def _score_column(
             pa.array(np.ones(len(col), dtype=bool)),
         )
         return pa.array(np.zeros(len(col), dtype="float32"))
+    values, missing, kind = parsed
+    casts.add(kind)
     problems.add(
         uri,
         source,
@@ -444,18 +467,10 @@ def equal_texts_mask(
 
 
 def _may_hold_newline(texts: pa.Array) -> bool:
-    """False only when no text can hold a line break: the column's bytes have none at all.
-
-    One scan of the data buffer is about ten times faster than matching every text, and most
-    files have no line break in any text. The buffer may hold bytes outside a sliced array, so
-    True means "look closer", never "found".
-    """
-    if isinstance(texts, pa.ChunkedArray) or not (
-        pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)
-    ):
-        return True
-    data = texts.buffers()[2]
-    return data is not None and bool((np.frombuffer(data, dtype=np.uint8) == 10).any())
+    """False only when no text can hold a line break (see ``_text_bytes``); most files have
+    no line break in any text."""
+    data = _text_bytes(texts)
+    return data is None or bool((data == 10).any())
 
 
 def _swallowed_rows(
@@ -516,26 +531,14 @@ def _labels_not_positive(batch: pa.RecordBatch, column: str, uri: str, problems:
     +1, 1e0, true as a boolean) or the word true, yes or positive.
     """
     col = batch.column(column)
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
-    if (
-        pa.types.is_string(col.type)
-        or pa.types.is_large_string(col.type)
-        or (pa.types.is_string_view(col.type))
-    ):
-        text = col.cast(pa.string()).to_pandas().str.strip(PYTHON_WHITESPACE).str.lower()
-        number = pd.to_numeric(text, errors="coerce")
-        positive = ((number == 1) | text.isin(POSITIVE_WORDS)).to_numpy(dtype=bool)
-    elif (
-        pa.types.is_integer(col.type)
-        or pa.types.is_floating(col.type)
-        or pa.types.is_boolean(col.type)
-        or pa.types.is_decimal(col.type)
-    ):
-        number = col.cast(pa.float64(), safe=False)
-        positive = pc.fill_null(pc.equal(number, 1.0), False).to_numpy(zero_copy_only=False)
-    else:
-        positive = np.zeros(len(col), dtype=bool)
+    parsed = _numbers(col)
+    positive = np.zeros(len(col), dtype=bool)
+    if parsed is not None:
+        values, _, kind = parsed
+        positive = values == 1
+        if kind == "text":
+            text = col.cast(pa.string()).to_pandas().str.strip(PYTHON_WHITESPACE).str.lower()
+            positive |= text.isin(POSITIVE_WORDS).to_numpy(dtype=bool)
     problems.add(
         uri,
         column,
@@ -619,9 +622,7 @@ def read_clean(
             "refit ran is read again on the next run",
         ) from exc
     finally:
-        for digest in digests:
-            digest.cancel()
-        hasher.shutdown(wait=True)
+        hasher.shutdown(wait=True, cancel_futures=True)
     findings: list[Finding] = []
     if extra_columns:
         findings.append(
